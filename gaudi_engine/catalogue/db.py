@@ -1,0 +1,148 @@
+"""One DuckDB connection per catalogue file per process; `cursor()` hands each thread its own.
+
+DuckDB allows one writing process per file. Opening a file another process holds raises
+`CatalogueLocked` with one line naming the holder, never a traceback.
+"""
+from __future__ import annotations
+
+import re
+import threading
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import duckdb
+
+from ..errors import CatalogueLocked, GaudiError
+
+SCHEMA_VERSION = 1
+
+# version -> SQL that brings a catalogue of version-1 up to it. Version 1 is schema.sql itself.
+MIGRATIONS: dict[int, str] = {}
+
+_open: dict[tuple[str, bool], "Catalogue"] = {}
+_open_lock = threading.Lock()
+
+
+def _schema_sql() -> str:
+    return resources.files(__package__).joinpath("schema.sql").read_text(encoding="utf-8")
+
+
+class Catalogue:
+    """A catalogue file. Use `open_catalogue(path)` to share one connection within a process."""
+
+    def __init__(self, path: str | Path, read_only: bool = False):
+        self.path = Path(path)
+        self.read_only = read_only
+        self._local = threading.local()
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        elif not self.path.exists():
+            raise GaudiError(f"no catalogue at {self.path}: run `gaudi init-db` (or a sync/import) first")
+        try:
+            self._con = duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.IOException as exc:  # lock held by another process, or not a DuckDB file
+            raise _explain_open_error(self.path, exc) from None
+        except duckdb.Error as exc:
+            raise GaudiError(f"cannot open catalogue {self.path}: {str(exc).splitlines()[0]}") from None
+        if not read_only:
+            self.migrate()
+
+    # -- connection handling ---------------------------------------------------------------
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """This thread's cursor (created on first use)."""
+        cur = getattr(self._local, "cur", None)
+        if cur is None:
+            cur = self._con.cursor()
+            self._local.cur = cur
+        return cur
+
+    def close(self) -> None:
+        with _open_lock:
+            for key, cat in list(_open.items()):
+                if cat is self:
+                    del _open[key]
+        self._con.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """BEGIN … COMMIT on this thread's cursor; ROLLBACK on any exception."""
+        cur = self.cursor()
+        cur.execute("BEGIN TRANSACTION")
+        try:
+            yield cur
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        else:
+            cur.execute("COMMIT")
+
+    # -- convenience -----------------------------------------------------------------------
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> duckdb.DuckDBPyConnection:
+        return self.cursor().execute(sql, params or [])
+
+    def fetchall(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple]:
+        return self.execute(sql, params).fetchall()
+
+    def fetchone(self, sql: str, params: Sequence[Any] | None = None) -> tuple | None:
+        return self.execute(sql, params).fetchone()
+
+    def scalar(self, sql: str, params: Sequence[Any] | None = None) -> Any:
+        row = self.fetchone(sql, params)
+        return row[0] if row else None
+
+    def df(self, sql: str, params: Sequence[Any] | None = None):
+        return self.execute(sql, params).df()
+
+    # -- schema ----------------------------------------------------------------------------
+    def schema_version(self) -> int:
+        try:
+            v = self.scalar("SELECT value FROM schema_meta WHERE key = 'schema_version'")
+        except duckdb.CatalogException:
+            return 0
+        return int(v) if v is not None else 0
+
+    def migrate(self) -> int:
+        """Create the schema or bring it up to SCHEMA_VERSION; returns the version."""
+        current = self.schema_version()
+        if current > SCHEMA_VERSION:
+            raise GaudiError(
+                f"catalogue {self.path} has schema version {current}, newer than this GaUDI "
+                f"({SCHEMA_VERSION}): upgrade GaUDI"
+            )
+        if current == SCHEMA_VERSION:
+            return current
+        with self.transaction() as cur:
+            if current == 0:
+                cur.execute(_schema_sql())
+                current = 1
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                cur.execute(MIGRATIONS[version])
+            cur.execute(
+                "INSERT OR REPLACE INTO schema_meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
+            )
+        return SCHEMA_VERSION
+
+
+def _explain_open_error(path: Path, exc: Exception) -> GaudiError:
+    msg = str(exc)
+    if "lock" in msg.lower():
+        pid = re.search(r"PID (\d+)", msg)
+        holder = f" (PID {pid.group(1)})" if pid else ""
+        return CatalogueLocked(
+            f"catalogue {path} is in use by another process{holder}: stop it (e.g. the studio) "
+            f"or run this from the studio, then try again"
+        )
+    return GaudiError(f"cannot open catalogue {path}: {msg.splitlines()[0]}")
+
+
+def open_catalogue(path: str | Path, read_only: bool = False) -> Catalogue:
+    """The process-wide Catalogue for `path` (one connection per file per process)."""
+    key = (str(Path(path).resolve()), read_only)
+    with _open_lock:
+        cat = _open.get(key)
+        if cat is None:
+            cat = Catalogue(path, read_only=read_only)
+            _open[key] = cat
+        return cat

@@ -1,0 +1,1 @@
+"""Subcommand groups of the `gaudi` CLI; each module has `register(add_command)`."""
