@@ -16,9 +16,12 @@ from .errors import GaudiError
 
 COMMAND_MODULES = [
     "catalogue_commands",
-    "booru_commands",
+    "sync_commands",
+    "media_commands",
     "description_commands",
+    "align_commands",
     "learning_commands",
+    "bench_commands",
     "demo_commands",
     "token_commands",
 ]

@@ -1,0 +1,1 @@
+"""Benchmarks behind `gaudi bench`."""

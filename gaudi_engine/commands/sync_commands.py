@@ -1,0 +1,5 @@
+"""(placeholder until this group's commands are written)"""
+
+
+def register(add_command) -> None:
+    pass
