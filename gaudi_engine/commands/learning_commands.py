@@ -1,5 +1,232 @@
-"""(placeholder until this group's commands are written)"""
+"""`gaudi pseudolabels`, `gaudi train-segmenter`, `gaudi infer` (DESIGN §3, §6)."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _warnings_to_stderr() -> None:
+    """Engine warnings (skipped images, tags without descriptions) as `warning: ...` lines."""
+    root = logging.getLogger("gaudi_engine")
+    if not any(getattr(h, "_gaudi", False) for h in root.handlers):
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter("warning: %(message)s"))
+        h._gaudi = True
+        root.addHandler(h)
+        root.setLevel(logging.WARNING)
+        root.propagate = False
+
+
+def _in_path(ws, p) -> Path | None:
+    """An input path: as given when it exists (relative to the cwd), else inside the workspace."""
+    if p is None:
+        return None
+    path = Path(p)
+    if path.is_absolute() or path.exists():
+        return path.resolve()
+    return ws.resolve(path)
+
+
+def _out_path(ws, p) -> Path:
+    path = Path(p)
+    return path if path.is_absolute() else ws.root / path
+
+
+def _device(name: str) -> str:
+    import torch
+
+    from ..errors import GaudiError
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise GaudiError("--device cuda asked for but no CUDA device is available")
+    return name
+
+
+def _required_file(p: Path | None, flag: str) -> Path:
+    from ..errors import GaudiError
+
+    if p is None or not p.is_file():
+        raise GaudiError(f"{flag} {p}: file not found")
+    return p
+
+
+def cmd_pseudolabels(args) -> int:
+    from ..cli import workspace_of
+    from ..errors import GaudiError
+    from ..pseudo.cam import CamConfig
+    from ..pseudo.pipeline import PseudoConfig, merge_index, parse_shard, run_pseudolabels
+    from ..pseudo.validators import ValidatorConfig
+
+    _warnings_to_stderr()
+    ws = workspace_of(args)
+    manifest = _required_file(_in_path(ws, args.manifest), "--manifest")
+    tag_desc = _required_file(_in_path(ws, args.tag_desc), "--tag-desc") if args.tag_desc else None
+    align = _required_file(_in_path(ws, args.align_ckpt), "--align-ckpt")
+    seg = _required_file(_in_path(ws, args.segmenter_ckpt), "--segmenter-ckpt") if args.segmenter_ckpt else None
+    out = _out_path(ws, args.out)
+    shard = parse_shard(args.shard)
+    if args.workers and args.workers > 1:
+        # each worker is a sub-shard of this shard: contiguous chunks nest exactly
+        i, n = shard
+        base = ["--workspace", str(ws.root), "pseudolabels", "--manifest", str(manifest),
+                "--align-ckpt", str(align), "--out", str(out), "--device", args.device,
+                "--cam-mode", args.cam_mode, "--regions", args.regions]
+        base += ["--tag-desc", str(tag_desc)] if tag_desc else []
+        base += ["--segmenter-ckpt", str(seg)] if seg else []
+        base += ["--no-affinity"] if args.no_affinity else []
+        base += ["--no-validators"] if args.no_validators else []
+        base += ["--progress-jsonl", args.progress_jsonl] if getattr(args, "progress_jsonl", None) else []
+        procs = []
+        for j in range(args.workers):
+            sub = base + ["--shard", f"{i * args.workers + j}/{n * args.workers}"]
+            env = dict(os.environ, OMP_NUM_THREADS="1")
+            procs.append(subprocess.Popen([sys.executable, "-m", "gaudi_engine", *sub], env=env))
+        codes = [p.wait() for p in procs]
+        if any(codes):
+            raise GaudiError(f"{sum(1 for c in codes if c)} of {args.workers} workers failed; rerun to resume")
+        rows = merge_index(out)
+        print(f"pseudolabels: {args.workers} workers done; index.parquet has {rows} rows ({ws.rel(out)})")
+        return 0
+    cfg = PseudoConfig(cam=CamConfig(mode=args.cam_mode), validators=ValidatorConfig(enabled=not args.no_validators),
+                       affinity=not args.no_affinity, regions=None if args.regions == "none" else args.regions)
+    summary = run_pseudolabels(manifest, tag_desc, align, out, segmenter_ckpt=seg, shard=shard,
+                               device=_device(args.device), config=cfg, limit=args.limit)
+    print(f"pseudolabels: {summary['processed']} posts labelled, {summary['skipped_done']} already done, "
+          f"{summary['skipped_unreadable']} unreadable; {summary['accepted']}/{summary['masks']} masks accepted; "
+          f"index.parquet has {summary['index_rows']} rows ({ws.rel(out)})")
+    return 0
+
+
+def cmd_train_segmenter(args) -> int:
+    from ..cli import workspace_of
+    from ..errors import GaudiError
+    from ..train.segmenter import train_segmenter
+
+    _warnings_to_stderr()
+    ws = workspace_of(args)
+    manifest = _required_file(_in_path(ws, args.manifest), "--manifest")
+    tag_desc = _required_file(_in_path(ws, args.tag_desc), "--tag-desc") if args.tag_desc else None
+    if not args.pseudomasks and not args.gt_masks:
+        raise GaudiError("pass --pseudomasks DIR (or --gt-masks DIR for the oracle)")
+    pm = _in_path(ws, args.pseudomasks) if args.pseudomasks else None
+    gt = _in_path(ws, args.gt_masks) if args.gt_masks else None
+    if gt is not None and not gt.is_dir():
+        raise GaudiError(f"--gt-masks {gt}: not a folder")
+    init = _required_file(_in_path(ws, args.init_from), "--init-from") if args.init_from else None
+    summary = train_segmenter(manifest=manifest, tag_desc=tag_desc, pseudomasks=pm, out=_out_path(ws, args.out),
+                              epochs=args.epochs, init_from=init, gt_masks=gt, batch_size=args.batch_size,
+                              lr=args.lr, device=args.device, resume=args.resume, seed=args.seed,
+                              workers=args.workers)
+    print(f"train-segmenter: {summary.get('epochs', args.epochs)} epochs, final loss "
+          f"{summary.get('loss', float('nan')):.4f}; checkpoint {ws.rel(summary['checkpoint'])}")
+    return 0
+
+
+def cmd_infer(args) -> int:
+    from ..cli import workspace_of
+    from ..errors import GaudiError
+    from ..infer import Predictor, infer_batch, infer_single
+
+    _warnings_to_stderr()
+    ws = workspace_of(args)
+    if bool(args.image) == bool(args.images):
+        raise GaudiError("pass exactly one of --image FILE (single) or --images DIR (batch)")
+    align = _required_file(_in_path(ws, args.align_ckpt), "--align-ckpt") if args.align_ckpt else None
+    seg = _required_file(_in_path(ws, args.segmenter_ckpt), "--segmenter-ckpt") if args.segmenter_ckpt else None
+    if not 0.0 < args.threshold < 1.0:
+        raise GaudiError("--threshold must be between 0 and 1")
+    descs = None
+    if args.tag_desc:
+        from ..train.data import load_tag_descriptions
+
+        descs = load_tag_descriptions(_required_file(_in_path(ws, args.tag_desc), "--tag-desc"))
+    masks_dir = _out_path(ws, args.masks_dir) if args.masks_dir else None
+    if args.image:
+        image = _in_path(ws, args.image)
+        if not image.is_file():
+            raise GaudiError(f"--image {image}: file not found")
+        pred = Predictor(align, seg, device=_device(args.device), descriptions=descs)
+        out_json = _out_path(ws, args.out) if args.out else None
+        viz = _out_path(ws, args.viz) if args.viz else None
+        result = infer_single(pred, image, args.tags, out_json, viz, masks_dir, args.threshold)
+        if out_json is None:
+            print(json.dumps(result))
+        else:
+            areas = ", ".join(f"{t['tag']}={t['area']}" for t in result["tags"])
+            print(f"infer: {len(result['tags'])} masks ({areas}) -> {ws.rel(out_json)}")
+        return 0
+    if not args.out_dir:
+        raise GaudiError("batch mode (--images DIR) needs --out-dir D")
+    images = _in_path(ws, args.images)
+    pred = Predictor(align, seg, device=_device(args.device), descriptions=descs)
+    summary = infer_batch(pred, images, _out_path(ws, args.out_dir), args.tags, masks_dir, args.threshold)
+    print(f"infer: {summary['images']} images done, {summary['skipped']} skipped -> {ws.rel(summary['out_dir'])}")
+    return 0
 
 
 def register(add_command) -> None:
-    pass
+    p = add_command(
+        "pseudolabels", "text-CAM + affinity + regions + validators -> pseudo-masks", cmd_pseudolabels,
+        description="Make a pseudo-mask for every (post, general tag) of a manifest with a Stage A "
+                    "align checkpoint (round 2: fused with a segmenter), validate it (augmentation "
+                    "consistency, causal deletion/insertion, region level) and write "
+                    "OUT/{masks,rejected,scores}/<post_id>/<tag>.png + OUT/index.parquet. "
+                    "Resumable: a rerun skips finished posts.")
+    p.add_argument("--manifest", required=True, help="manifest.csv (gaudi export-manifest / synth)")
+    p.add_argument("--tag-desc", help="tag_descriptions.json (default: the checkpoint's)")
+    p.add_argument("--align-ckpt", required=True, help="Stage A checkpoint (checkpoints/last.pt)")
+    p.add_argument("--segmenter-ckpt", help="round 2: a Stage B checkpoint to fuse with the CAM")
+    p.add_argument("--out", required=True, help="output folder, e.g. runs/pseudomasks_v1")
+    p.add_argument("--shard", help="I/N: do only the I-th of N contiguous parts of the posts")
+    p.add_argument("--workers", type=int, default=1, help="run this many shard processes here")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, auto (default cpu)")
+    p.add_argument("--cam-mode", default="nesting", choices=["nesting", "all", "background"],
+                   help="what a tag competes with in the CAM softmax (default nesting)")
+    p.add_argument("--regions", default="slic", choices=["slic", "felzenszwalb", "none"])
+    p.add_argument("--no-affinity", action="store_true", help="skip affinity refinement (ablation)")
+    p.add_argument("--no-validators", action="store_true", help="accept every non-empty mask (ablation)")
+    p.add_argument("--limit", type=int, help="at most this many posts (of this shard)")
+
+    p = add_command(
+        "train-segmenter", "Stage B: train the text-conditioned segmenter", cmd_train_segmenter,
+        description="Train the text-conditioned segmenter (Stage A's image tower + a light FPN "
+                    "decoder dotted with tag text embeddings) on accepted pseudo-masks with BCE + "
+                    "Dice, an ignore band and negatives from absent tags; --gt-masks trains the "
+                    "oracle on ground truth instead. Same loop as train-align (resume, DDP, AMP).")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--tag-desc")
+    p.add_argument("--pseudomasks", help="a pseudolabels output folder")
+    p.add_argument("--gt-masks", help="oracle: GT/NAME/<tag>.png masks instead of pseudo-masks")
+    p.add_argument("--out", required=True, help="run folder, e.g. runs/seg_s1")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--init-from", help="align checkpoint to start from (default: the pseudomasks' one)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers")
+
+    p = add_command(
+        "infer", "per-tag masks for an image (or a folder of images)", cmd_infer,
+        description="Single: --image P --tags 'a b' --out out.json --viz out.png. Batch: --images DIR "
+                    "[--tags ...] --out-dir D (tags from each image's sidecar NAME.txt when --tags is "
+                    "absent) writes D/NAME.json and D/NAME.png; --masks-dir M adds M/NAME/<tag>.png.")
+    p.add_argument("--image")
+    p.add_argument("--images")
+    p.add_argument("--tags", help="space- or comma-separated tags")
+    p.add_argument("--out", help="single mode: JSON output (default: print it)")
+    p.add_argument("--viz", help="single mode: overlay PNG")
+    p.add_argument("--out-dir", help="batch mode: output folder")
+    p.add_argument("--align-ckpt")
+    p.add_argument("--segmenter-ckpt")
+    p.add_argument("--masks-dir")
+    p.add_argument("--tag-desc", help="extra descriptions for tags the checkpoint does not know")
+    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--device", default="cpu")

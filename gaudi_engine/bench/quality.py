@@ -1,0 +1,208 @@
+"""`gaudi bench quality`: the whole weak pipeline on SynthBooru, scored against ground truth that
+the pipeline never sees (train split for learning, test split for scoring).
+
+Rows (DESIGN §9): CAM only; pseudo v1 (accepted) + validators' precision; segmenter s1; pseudo
+v2; segmenter s2; oracle (the same segmenter, same epochs, trained on GT masks); plus ablations
+of the pseudo-labeller (no affinity, no regions, no validators, softmax-all, background-only).
+Every stage runs through the same engine functions the CLI uses.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..metrics import IoUAccumulator, mask_iou, spearman
+
+
+def _gt(gt_root: Path, rec: dict, tag: str) -> np.ndarray | None:
+    from PIL import Image
+
+    p = gt_root / rec["image_path"].stem / f"{tag}.png"
+    if not p.exists():
+        return None
+    return np.asarray(Image.open(p)) > 127
+
+
+def score_pseudomasks(run_dir, records: list[dict], gt_root) -> dict:
+    """Pseudo-masks vs GT on the split they were made for: dataset-level mIoU of the accepted
+    masks (missing = empty), all masks, and how well the validators separate good from bad."""
+    import pandas as pd
+    from PIL import Image
+
+    run_dir, gt_root = Path(run_dir), Path(gt_root)
+    df = pd.read_parquet(run_dir / "index.parquet")
+    by_id = {r["post_id"]: r for r in records}
+    acc_only, every = IoUAccumulator(), IoUAccumulator()
+    ious, accepted = [], []
+    score_cols = ["quality", "consistency_iou", "deletion_drop", "insertion_keep", "cam_score", "margin", "prob"]
+    scores = {c: [] for c in score_cols}
+    for row in df.itertuples(index=False):
+        rec = by_id.get(int(row.post_id))
+        if rec is None:
+            continue
+        gt = _gt(gt_root, rec, row.tag)
+        if gt is None:
+            continue
+        m = np.asarray(Image.open(run_dir / row.mask_path)) > 127
+        iou = mask_iou(m, gt)
+        every.add(row.tag, m, gt)
+        acc_only.add(row.tag, m if row.accepted else np.zeros_like(m), gt)
+        ious.append(iou)
+        accepted.append(bool(row.accepted))
+        for c in score_cols:
+            v = getattr(row, c)
+            scores[c].append(float(v) if v == v and v is not None else 0.0)
+    ious_a = np.array(ious)
+    acc_a = np.array(accepted, bool)
+    rho = {c: spearman(v, ious) for c, v in scores.items()}
+    best = max(rho, key=lambda c: -1 if rho[c] != rho[c] else rho[c]) if rho else None
+    acc_mean = float(ious_a[acc_a].mean()) if acc_a.any() else float("nan")
+    rej_mean = float(ious_a[~acc_a].mean()) if (~acc_a).any() else float("nan")
+    return {"miou_accepted": acc_only.miou(), "miou_all": every.miou(), "per_tag_accepted": acc_only.per_tag(),
+            "n_masks": len(ious), "n_accepted": int(acc_a.sum()),
+            "mean_iou_accepted": acc_mean, "mean_iou_rejected": rej_mean,
+            "accepted_over_rejected": acc_mean / rej_mean if rej_mean and rej_mean == rej_mean else float("nan"),
+            "spearman": rho, "best_validator": best, "best_spearman": rho.get(best) if best else float("nan")}
+
+
+def score_predictor(predictor, records: list[dict], gt_root, threshold: float = 0.5) -> dict:
+    """Dataset-level mIoU of a Predictor on a split's images and their own tags."""
+    from ..pseudo.cam import load_rgb
+
+    gt_root = Path(gt_root)
+    acc = IoUAccumulator()
+    for rec in records:
+        image = load_rgb(rec["image_path"])
+        tags = list(dict.fromkeys(rec["tags"]))
+        probs = predictor.probabilities(image, tags)
+        for tag, p in zip(tags, probs):
+            gt = _gt(gt_root, rec, tag)
+            if gt is not None:
+                acc.add(tag, p >= threshold, gt)
+    return acc.summary()
+
+
+def run_quality_bench(work_dir, n_train: int = 600, n_test: int = 200, size=(128, 192), align_epochs: int = 12,
+                      seg_epochs: int = 10, model: str = "gaudi-lite0", image_size: int = 128, seed: int = 0,
+                      ablations: bool = True, device: str = "cpu", batch_size: int = 32, log=print) -> dict:
+    """Run everything in `work_dir`; returns the results (also written to work_dir/bench.json)."""
+    from .. import synth
+    from ..infer import Predictor
+    from ..pseudo.cam import CamConfig
+    from ..pseudo.pipeline import PseudoConfig, run_pseudolabels
+    from ..pseudo.validators import ValidatorConfig
+    from ..train.data import read_manifest
+    from ..train.segmenter import train_segmenter
+
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    times: dict[str, float] = {}
+    rows: list[dict] = []
+
+    def stage(name):
+        class _T:
+            def __enter__(self):
+                self.t = time.time()
+                log(f"[bench] {name} ...")
+
+            def __exit__(self, *exc):
+                times[name] = round(time.time() - self.t, 1)
+                log(f"[bench] {name}: {times[name]} s")
+        return _T()
+
+    with stage("synth"):
+        tr = synth.generate(work / "train", n_train, seed=seed, size=size, split="train")
+        te = synth.generate(work / "test", n_test, seed=seed, size=size, split="test")
+    train_recs, test_recs = read_manifest(tr["manifest"]), read_manifest(te["manifest"])
+    desc = tr["tag_descriptions"]
+    with stage("train-align"):
+        align_ckpt = _train_align(work, tr["manifest"], desc, model, image_size, align_epochs, batch_size, device, seed)
+    with stage("cam-only (test)"):
+        cam = score_predictor(Predictor(align_ckpt, device=device), test_recs, work / "test" / "gt")
+    rows.append({"row": "CAM only (affinity + regions)", "miou": cam["miou"], "time_s": times["cam-only (test)"]})
+    with stage("pseudo v1"):
+        run_pseudolabels(tr["manifest"], desc, align_ckpt, work / "pseudomasks_v1", device=device)
+    v1 = score_pseudomasks(work / "pseudomasks_v1", train_recs, work / "train" / "gt")
+    rows.append({"row": "pseudo v1 (accepted, train split)", "miou": v1["miou_accepted"], "time_s": times["pseudo v1"],
+                 "note": f"all masks {v1['miou_all']:.3f}; accepted {v1['n_accepted']}/{v1['n_masks']}"})
+    with stage("segmenter s1"):
+        s1 = train_segmenter(tr["manifest"], desc, work / "pseudomasks_v1", work / "seg_s1", seg_epochs,
+                             init_from=align_ckpt, device=device, batch_size=batch_size, seed=seed)
+    s1_score = score_predictor(Predictor(align_ckpt, s1["checkpoint"], device=device), test_recs, work / "test" / "gt")
+    rows.append({"row": "segmenter s1", "miou": s1_score["miou"], "time_s": times["segmenter s1"]})
+    with stage("pseudo v2"):
+        run_pseudolabels(tr["manifest"], desc, align_ckpt, work / "pseudomasks_v2", segmenter_ckpt=s1["checkpoint"],
+                         device=device)
+    v2 = score_pseudomasks(work / "pseudomasks_v2", train_recs, work / "train" / "gt")
+    rows.append({"row": "pseudo v2 (accepted, train split)", "miou": v2["miou_accepted"], "time_s": times["pseudo v2"],
+                 "note": f"all masks {v2['miou_all']:.3f}; accepted {v2['n_accepted']}/{v2['n_masks']}"})
+    with stage("segmenter s2"):
+        s2 = train_segmenter(tr["manifest"], desc, work / "pseudomasks_v2", work / "seg_s2", seg_epochs,
+                             init_from=align_ckpt, device=device, batch_size=batch_size, seed=seed)
+    s2_score = score_predictor(Predictor(align_ckpt, s2["checkpoint"], device=device), test_recs, work / "test" / "gt")
+    rows.append({"row": "segmenter s2", "miou": s2_score["miou"], "time_s": times["segmenter s2"]})
+    with stage("oracle"):
+        orc = train_segmenter(tr["manifest"], desc, None, work / "seg_oracle", seg_epochs, init_from=align_ckpt,
+                              gt_masks=work / "train" / "gt", device=device, batch_size=batch_size, seed=seed)
+    orc_score = score_predictor(Predictor(align_ckpt, orc["checkpoint"], device=device), test_recs, work / "test" / "gt")
+    rows.append({"row": "oracle (GT masks, same segmenter and epochs)", "miou": orc_score["miou"],
+                 "time_s": times["oracle"]})
+    ablation_rows = []
+    if ablations:
+        variants = {
+            "no affinity": PseudoConfig(affinity=False),
+            "no regions": PseudoConfig(regions=None),
+            "felzenszwalb regions": PseudoConfig(regions="felzenszwalb"),
+            "no validators": PseudoConfig(validators=ValidatorConfig(enabled=False)),
+            "softmax over all present tags": PseudoConfig(cam=CamConfig(mode="all")),
+            "background-only softmax": PseudoConfig(cam=CamConfig(mode="background")),
+        }
+        for name, cfg in variants.items():
+            d = work / ("ablation_" + name.replace(" ", "_"))
+            with stage(f"ablation {name}"):
+                run_pseudolabels(tr["manifest"], desc, align_ckpt, d, device=device, config=cfg)
+            sc = score_pseudomasks(d, train_recs, work / "train" / "gt")
+            ablation_rows.append({"row": f"pseudo v1, {name}", "miou": sc["miou_accepted"], "miou_all": sc["miou_all"],
+                                  "accepted": f"{sc['n_accepted']}/{sc['n_masks']}", "time_s": times[f"ablation {name}"]})
+    final = s2_score["miou"]
+    result = {"rows": rows, "ablations": ablation_rows, "times": times,
+              "validators": {k: v1[k] for k in ("mean_iou_accepted", "mean_iou_rejected", "accepted_over_rejected",
+                                                 "spearman", "best_validator", "best_spearman")},
+              "final_over_oracle": final / orc_score["miou"] if orc_score["miou"] else float("nan"),
+              "round2_minus_round1": s2_score["miou"] - s1_score["miou"],
+              "per_tag": {"cam": cam["per_tag"], "s1": s1_score["per_tag"], "s2": s2_score["per_tag"],
+                          "oracle": orc_score["per_tag"]},
+              "config": {"n_train": n_train, "n_test": n_test, "size": list(size), "align_epochs": align_epochs,
+                         "seg_epochs": seg_epochs, "model": model, "image_size": image_size, "seed": seed},
+              "total_time_s": round(sum(times.values()), 1)}
+    (work / "bench.json").write_text(json.dumps(result, indent=1, default=float))
+    log(markdown_table(result))
+    return result
+
+
+def _train_align(work: Path, manifest, desc, model, image_size, epochs, batch_size, device, seed) -> Path:
+    """Stage A through the models engineer's entry point (the same one `gaudi train-align` uses)."""
+    from ..train import align as stage_a
+
+    out = work / "align_s1"
+    stage_a.train_align(manifest=manifest, tag_desc=desc, out=out, epochs=epochs, batch_size=batch_size,
+                        model=model, image_size=image_size, device=device, seed=seed)
+    return out / "checkpoints" / "last.pt"
+
+
+def markdown_table(result: dict) -> str:
+    lines = ["| row | mIoU | time (s) | note |", "|---|---|---|---|"]
+    for r in result["rows"] + result.get("ablations", []):
+        note = r.get("note") or (f"all {r['miou_all']:.3f}; accepted {r['accepted']}" if "miou_all" in r else "")
+        lines.append(f"| {r['row']} | {r['miou']:.3f} | {r['time_s']} | {note} |")
+    v = result["validators"]
+    lines.append("")
+    lines.append(f"validators: mean IoU accepted {v['mean_iou_accepted']:.3f} vs rejected "
+                 f"{v['mean_iou_rejected']:.3f} (x{v['accepted_over_rejected']:.2f}); best score "
+                 f"{v['best_validator']} Spearman {v['best_spearman']:.3f}")
+    lines.append(f"final weak / oracle = {result['final_over_oracle']:.3f}; round 2 - round 1 = "
+                 f"{result['round2_minus_round1']:+.3f}; total {result['total_time_s']} s")
+    return "\n".join(lines)

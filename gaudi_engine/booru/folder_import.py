@@ -1,0 +1,168 @@
+"""`gaudi import-folder DIR`: images with sidecar tag files into the catalogue and image layout.
+
+- Images: png, jpg, jpeg, webp, gif (only the first frame counts), in DIR and every sub-folder.
+- Tags: `NAME.txt` beside `NAME.png` (or `NAME.png.txt`), comma- or newline-separated, with
+  spaces or underscores in any case; stored in Danbooru form (`Long Hair` -> `long_hair`).
+  A `rating:x` tag (g/s/q/e or general/sensitive/questionable/explicit) sets the rating.
+- Ids are derived from the image's md5 and live at 2^40 and above, far beyond Danbooru's ids
+  (about 10^7), so an import never collides with a synced post and re-importing is idempotent.
+- A corrupt or empty image is reported (one line each) and skipped; the rest imports.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ..errors import GaudiError
+from ..progress import Progress
+from .images import IMAGE_EXTS, ImageError, verify_image
+from .media import upsert_media
+
+ID_BASE = 1 << 40
+BATCH = 500
+RATINGS = {"g": "g", "general": "g", "s": "s", "sensitive": "s", "q": "q", "questionable": "q",
+           "e": "e", "explicit": "e"}
+
+
+def folder_post_id(md5: str) -> int:
+    """A stable post id for an imported image: 2^40 + the md5's first 56 bits (< 2^63)."""
+    return ID_BASE + int(md5[:14], 16)
+
+
+def normalise_tag(tag: str) -> str:
+    """Danbooru form: trimmed, lowercase, runs of whitespace -> one underscore."""
+    return re.sub(r"\s+", "_", tag.strip().lower())
+
+
+def parse_tag_text(text: str) -> tuple[list[str], str | None]:
+    """Sidecar text -> (general tags in order, without duplicates; rating or None)."""
+    tags: dict[str, None] = {}
+    rating = None
+    for piece in re.split(r"[,\n]", text):
+        tag = normalise_tag(piece)
+        if not tag:
+            continue
+        if tag.startswith("rating:"):
+            rating = RATINGS.get(tag.split(":", 1)[1], rating)
+            continue
+        tags[tag] = None
+    return list(tags), rating
+
+
+def _sidecar(image: Path) -> Path | None:
+    for candidate in (image.with_suffix(".txt"), image.with_name(image.name + ".txt")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _copy_into(data: bytes, target: Path) -> None:
+    """Write `data` to `target` via a temp file + rename, unless an identical file is there."""
+    if target.is_file() and target.stat().st_size == len(data):
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.{os.getpid()}.part"
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def find_images(folder: Path) -> list[Path]:
+    """Every image file under `folder`, sorted, skipping hidden files and folders."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith(".") and Path(name).suffix.lower().lstrip(".") in IMAGE_EXTS:
+                out.append(Path(dirpath) / name)
+    return out
+
+
+def import_folder(ws, cat, folder: str | os.PathLike) -> dict[str, Any]:
+    """Import every image under `folder`; returns a summary with `errors` and `warnings` lists
+    (one line each)."""
+    from ..catalogue.store import upsert_posts
+
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise GaudiError(f"not a folder: {folder}")
+    root = root.resolve()
+    ws.ensure()
+    images = find_images(root)
+    if not images:
+        raise GaudiError(f"no images (png, jpg, jpeg, webp, gif) under {root}")
+    origin = f"folder:{root}"
+    summary: dict[str, Any] = {"folder": str(root), "found": len(images), "imported": 0,
+                               "duplicates": 0, "skipped": 0, "without_tags": 0,
+                               "errors": [], "warnings": []}
+    seen: set[str] = set()
+    posts: list[dict[str, Any]] = []
+    media: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        upsert_posts(cat, posts)
+        upsert_media(cat, media)
+        posts.clear()
+        media.clear()
+
+    with Progress("import-folder", total=len(images), unit="img") as bar:
+        for image in images:
+            rel = image.relative_to(root).as_posix()
+            bar.update(1)
+            try:
+                data = image.read_bytes()
+                info = verify_image(data)
+            except ImageError as exc:
+                summary["skipped"] += 1
+                summary["errors"].append(f"skipped {rel}: {exc}")
+                bar.log(summary["errors"][-1])
+                continue
+            except OSError as exc:
+                summary["skipped"] += 1
+                summary["errors"].append(f"skipped {rel}: cannot read ({exc.strerror or exc})")
+                bar.log(summary["errors"][-1])
+                continue
+            md5 = hashlib.md5(data).hexdigest()
+            if md5 in seen:  # the same picture twice in the folder: one post
+                summary["duplicates"] += 1
+                continue
+            seen.add(md5)
+            sidecar = _sidecar(image)
+            if sidecar is None:
+                tags, rating = [], None
+                summary["without_tags"] += 1
+                summary["warnings"].append(f"{rel}: no tag file ({image.stem}.txt), imported without tags")
+            else:
+                tags, rating = parse_tag_text(sidecar.read_text(encoding="utf-8", errors="replace"))
+            target = ws.image_path(md5, info.ext)
+            _copy_into(data, target)
+            posts.append({
+                "id": folder_post_id(md5), "md5": md5, "file_ext": info.ext, "file_size": len(data),
+                "rating": rating, "width": info.width, "height": info.height,
+                "file_url": None, "large_file_url": None, "preview_url": None,
+                "is_deleted": False, "is_banned": False, "source": f"local:{rel}",
+                "origin": origin, "created_at": None,
+                "raw": json.dumps({"path": rel, "tags": tags, "rating": rating}),
+                "general_tags": tags,
+            })
+            media.append({"md5": md5, "path": ws.rel(target), "bytes": len(data), "status": "ok",
+                          "error": None})
+            summary["imported"] += 1
+            if len(posts) >= BATCH:
+                flush()
+        flush()
+    return summary
+
+
+def summary_line(s: dict[str, Any]) -> str:
+    """The one-line summary `gaudi import-folder` prints."""
+    extra = f", {s['duplicates']} duplicates" if s["duplicates"] else ""
+    return (f"import-folder: {s['imported']} of {s['found']} images imported from {s['folder']} "
+            f"({s['skipped']} skipped as unreadable, {s['without_tags']} without tags{extra})")

@@ -1,0 +1,134 @@
+"""Bulk writes into the catalogue: posts (+ their general tags), tags, wiki pages, sync state.
+
+Every write is one statement per table over an Arrow table registered on the cursor (DESIGN §4:
+never a row-by-row INSERT loop), inside one transaction. The `write_*` functions take the cursor
+of an open transaction so a caller can put several writes (a page of posts and the sync cursor
+that says it was stored) into the same transaction; `upsert_*` open their own.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Any, Iterable
+
+import pyarrow as pa
+
+from .db import Catalogue
+
+POST_SCHEMA = pa.schema([
+    ("id", pa.int64()), ("md5", pa.string()), ("file_ext", pa.string()), ("file_size", pa.int64()),
+    ("rating", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
+    ("file_url", pa.string()), ("large_file_url", pa.string()), ("preview_url", pa.string()),
+    ("is_deleted", pa.bool_()), ("is_banned", pa.bool_()), ("source", pa.string()),
+    ("origin", pa.string()), ("created_at", pa.string()), ("raw", pa.string()),
+])
+POST_COLUMNS = POST_SCHEMA.names
+
+TAG_SCHEMA = pa.schema([("name", pa.string()), ("category", pa.int32()), ("post_count", pa.int64()),
+                        ("is_deprecated", pa.bool_())])
+WIKI_SCHEMA = pa.schema([("title", pa.string()), ("body", pa.string()), ("plain", pa.string()),
+                         ("other_names", pa.list_(pa.string())), ("is_deleted", pa.bool_()),
+                         ("updated_at", pa.string())])
+
+_DEFAULTS = {"is_deleted": False, "is_banned": False}
+
+
+def _table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    return pa.table({name: [r.get(name, _DEFAULTS.get(name)) for r in rows] for name in schema.names},
+                    schema=schema)
+
+
+def _dedupe(rows: Iterable[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """Last row wins: an INSERT OR REPLACE may not see the same key twice in one statement."""
+    return list({r[key]: r for r in rows}.values())
+
+
+def write_posts(cur, posts: list[dict[str, Any]]) -> int:
+    """Upsert `posts` (rows from `booru.posts.parse_post`) and replace their `post_tags`, on the
+    cursor of an open transaction. Returns the number of distinct posts written."""
+    posts = _dedupe(posts, "id")
+    if not posts:
+        return 0
+    post_tbl = _table(posts, POST_SCHEMA)
+    pairs = [(p["id"], t) for p in posts for t in dict.fromkeys(p.get("general_tags") or ())]
+    tag_tbl = pa.table({"post_id": pa.array([a for a, _ in pairs], pa.int64()),
+                        "tag": pa.array([b for _, b in pairs], pa.string())})
+    write_post_tables(cur, post_tbl, tag_tbl)
+    return len(posts)
+
+
+def write_post_tables(cur, post_tbl: pa.Table, tag_tbl: pa.Table) -> None:
+    """The SQL of `write_posts` over ready Arrow tables (POST_SCHEMA without duplicate ids;
+    `post_id, tag` pairs without duplicates). Benchmarks feed it generated tables directly."""
+    cur.register("_gaudi_new_posts", post_tbl)
+    cur.register("_gaudi_new_post_tags", tag_tbl)
+    try:
+        cols = ", ".join(POST_COLUMNS[:-1])
+        cur.execute(f"INSERT OR REPLACE INTO posts ({cols}, raw, synced_at) "
+                    f"SELECT {cols}, raw::JSON, now() FROM _gaudi_new_posts")
+        cur.execute("DELETE FROM post_tags WHERE post_id IN (SELECT id FROM _gaudi_new_posts)")
+        cur.execute("INSERT INTO post_tags (post_id, tag) SELECT post_id, tag FROM _gaudi_new_post_tags")
+    finally:
+        cur.unregister("_gaudi_new_posts")
+        cur.unregister("_gaudi_new_post_tags")
+
+
+def upsert_posts(cat: Catalogue, posts: list[dict[str, Any]]) -> int:
+    """Upsert posts and their general tags in one transaction; returns the number written."""
+    with cat.transaction() as cur:
+        return write_posts(cur, posts)
+
+
+def write_sync_state(cur, query_key: str, lowest_id: int | None, highest_id: int | None,
+                     done: bool, posts_seen: int) -> None:
+    cur.execute("INSERT OR REPLACE INTO sync_state VALUES (?, ?, ?, ?, ?, now())",
+                [query_key, lowest_id, highest_id, done, posts_seen])
+
+
+def read_sync_state(cat: Catalogue, query_key: str) -> dict[str, Any] | None:
+    row = cat.fetchone("SELECT lowest_id, highest_id, done, posts_seen FROM sync_state "
+                       "WHERE query_key = ?", [query_key])
+    if row is None:
+        return None
+    return {"lowest_id": row[0], "highest_id": row[1], "done": bool(row[2]), "posts_seen": row[3] or 0}
+
+
+def upsert_tags(cat: Catalogue, tags: list[dict[str, Any]]) -> int:
+    """Upsert tag rows (`name, category, post_count, is_deprecated`); returns the number written."""
+    rows = _dedupe(({"name": t["name"], "category": t.get("category"),
+                     "post_count": t.get("post_count"),
+                     "is_deprecated": bool(t.get("is_deprecated") or False)} for t in tags), "name")
+    if not rows:
+        return 0
+    with cat.transaction() as cur:
+        cur.register("_gaudi_new_tags", _table(rows, TAG_SCHEMA))
+        try:
+            cur.execute("INSERT OR REPLACE INTO tags (name, category, post_count, is_deprecated, "
+                        "updated_at) SELECT name, category, post_count, is_deprecated, now() "
+                        "FROM _gaudi_new_tags")
+        finally:
+            cur.unregister("_gaudi_new_tags")
+    return len(rows)
+
+
+def upsert_wiki(cat: Catalogue, pages: list[dict[str, Any]]) -> int:
+    """Upsert wiki pages (`title, body, plain, other_names, is_deleted, updated_at`)."""
+    rows = _dedupe(({"title": p["title"], "body": p.get("body") or "", "plain": p.get("plain"),
+                     "other_names": [str(n) for n in (p.get("other_names") or [])],
+                     "is_deleted": bool(p.get("is_deleted") or False),
+                     "updated_at": p.get("updated_at")} for p in pages), "title")
+    if not rows:
+        return 0
+    with cat.transaction() as cur:
+        cur.register("_gaudi_new_wiki", _table(rows, WIKI_SCHEMA))
+        try:
+            cur.execute("INSERT OR REPLACE INTO wiki_pages SELECT title, body, plain, other_names, "
+                        "is_deleted, updated_at FROM _gaudi_new_wiki")
+        finally:
+            cur.unregister("_gaudi_new_wiki")
+    return len(rows)
+
+
+def chunks(items: list, size: int) -> Iterable[list]:
+    it = iter(items)
+    while batch := list(itertools.islice(it, size)):
+        yield batch

@@ -1,0 +1,200 @@
+"""Inference: image + tags -> one mask per tag (DESIGN §3 JSON with COCO RLE, overlay PNG).
+
+With a segmenter checkpoint every requested tag is read off ONE backbone pass (pixel embeddings
+dotted with the tags' text embeddings). With only the align checkpoint the text-CAM path is
+used (CAM + affinity + regions, no validators). Tags are never exclusive: one sigmoid each.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import rle
+from .errors import GaudiError
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
+PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
+           (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
+           (0, 128, 128), (220, 190, 255), (170, 110, 40), (128, 0, 0), (170, 255, 195)]
+
+
+def parse_tags(text: str | list[str] | None) -> list[str]:
+    """'a b, c_d' -> ['a', 'b', 'c_d']; a sidecar's 'long hair, 1girl' -> ['long_hair', '1girl']."""
+    if not text:
+        return []
+    if isinstance(text, (list, tuple)):
+        parts = [str(t) for t in text]
+    elif "," in text or "\n" in text:
+        parts = [p.strip().replace(" ", "_") for p in text.replace("\n", ",").split(",")]
+    else:
+        parts = text.split()
+    return [p.strip() for p in dict.fromkeys(parts) if p and p.strip()]
+
+
+class Predictor:
+    """Per-tag masks for an image. Loads the checkpoints once; thread-unsafe (one per worker)."""
+
+    def __init__(self, align_ckpt=None, segmenter_ckpt=None, device: str = "cpu", descriptions: dict | None = None):
+        from .models.checkpoint import load_align
+        from .pseudo.pipeline import PseudoConfig, PseudoLabeler, TagTexts
+
+        if not align_ckpt and not segmenter_ckpt:
+            raise GaudiError("infer needs --align-ckpt and/or --segmenter-ckpt")
+        self.device = device
+        self.align_ckpt, self.segmenter_ckpt = align_ckpt, segmenter_ckpt
+        self.segmenter = None
+        if segmenter_ckpt:
+            from .models.segmenter import load_segmenter
+
+            sb = load_segmenter(segmenter_ckpt, device)
+            self.segmenter = sb.model.eval()
+            model, preprocess, vocab, text_emb, descs = sb.model.align, sb.preprocess, sb.vocab, sb.text_emb, sb.descriptions
+        else:
+            ab = load_align(align_ckpt, device)
+            model, preprocess, vocab, text_emb, descs = ab.model, ab.preprocess, ab.vocab, ab.text_emb, ab.descriptions
+        self.model = model.eval()
+        self.preprocess = preprocess
+        self.texts = TagTexts(self.model, vocab, text_emb, {**(descs or {}), **(descriptions or {})})
+        self.labeler = PseudoLabeler(self.model, preprocess, self.texts, PseudoConfig(), device=device)
+        self.mode = "segmenter" if self.segmenter is not None else "cam"
+
+    @torch.no_grad()
+    def probabilities(self, image, tags: list[str]) -> np.ndarray:
+        """[K, H, W] per-tag probabilities at the image's own size."""
+        from .pseudo.cam import prepare_image
+        from .pseudo.regions import region_score_map, superpixels
+
+        w, h = image.size
+        if self.segmenter is not None:
+            x = prepare_image(image, self.preprocess).to(self.device).unsqueeze(0)
+            logits = self.segmenter(x, self.texts.get(tags))
+            probs = torch.sigmoid(F.interpolate(logits.float(), size=(h, w), mode="bilinear", align_corners=False))[0]
+            return probs.cpu().numpy()
+        _, maps, _, _ = self.labeler.score_maps(image, tags)
+        labels = superpixels(np.asarray(image.convert("RGB")))
+        return np.stack([region_score_map(m, labels) for m in maps])
+
+    def predict(self, image, tags: list[str] | str, threshold: float = 0.5, name: str | None = None) -> dict:
+        """DESIGN §3 JSON for one PIL image (or path)."""
+        from .pseudo.cam import load_rgb
+
+        if not isinstance(image, (str, os.PathLike)):
+            image = image.convert("RGB")
+        else:
+            name = name or str(image)
+            try:
+                image = load_rgb(image)
+            except ValueError as exc:
+                raise GaudiError(str(exc)) from None
+        tags = parse_tags(tags)
+        if not tags:
+            raise GaudiError("no tags to segment (pass --tags or a sidecar NAME.txt)")
+        probs = self.probabilities(image, tags)
+        w, h = image.size
+        out = []
+        for tag, p in zip(tags, probs):
+            m = p >= threshold
+            out.append({"tag": tag, "score": float(p[m].mean()) if m.any() else float(p.max()),
+                        "area": int(m.sum()), "bbox": rle.bbox(m), "mask": rle.encode(m)})
+        return {"image": name, "width": int(w), "height": int(h), "tags": out,
+                "model": {"mode": self.mode, "align_ckpt": str(self.align_ckpt) if self.align_ckpt else None,
+                          "segmenter_ckpt": str(self.segmenter_ckpt) if self.segmenter_ckpt else None,
+                          "threshold": float(threshold)}}
+
+    @staticmethod
+    def overlay(image, result: dict, alpha: float = 0.45):
+        """RGB PIL image with each tag's mask tinted in its own colour (later tags on top)."""
+        from PIL import Image
+
+        base = np.asarray(image.convert("RGB"), dtype=np.float32)
+        out = base.copy()
+        for i, t in enumerate(result["tags"]):
+            m = rle.decode(t["mask"])
+            col = np.array(PALETTE[i % len(PALETTE)], np.float32)
+            out[m] = (1 - alpha) * out[m] + alpha * col
+        return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))
+
+
+def save_masks(result: dict, masks_dir: Path) -> None:
+    """M/NAME/<tag>.png (0/255 at the image's own size)."""
+    from PIL import Image
+
+    from .pseudo.pipeline import tag_filename
+
+    masks_dir.mkdir(parents=True, exist_ok=True)
+    for t in result["tags"]:
+        Image.fromarray(rle.decode(t["mask"]).astype(np.uint8) * 255).save(masks_dir / tag_filename(t["tag"]))
+
+
+def infer_single(predictor: Predictor, image_path, tags, out_json=None, viz=None, masks_dir=None,
+                 threshold: float = 0.5) -> dict:
+    from .pseudo.cam import load_rgb
+
+    try:
+        image = load_rgb(image_path)
+    except ValueError as exc:
+        raise GaudiError(str(exc)) from None
+    tags = parse_tags(tags) or _sidecar_tags(Path(image_path))
+    result = predictor.predict(image, tags, threshold, name=str(image_path))
+    if out_json:
+        Path(out_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(out_json).write_text(json.dumps(result), encoding="utf-8")
+    if viz:
+        Path(viz).parent.mkdir(parents=True, exist_ok=True)
+        predictor.overlay(image, result).save(viz)
+    if masks_dir:
+        save_masks(result, Path(masks_dir) / Path(image_path).stem)
+    return result
+
+
+def _sidecar_tags(path: Path) -> list[str]:
+    side = path.with_suffix(".txt")
+    return parse_tags(side.read_text(encoding="utf-8")) if side.exists() else []
+
+
+def infer_batch(predictor: Predictor, images_dir, out_dir, tags=None, masks_dir=None,
+                threshold: float = 0.5) -> dict:
+    """Every image of a folder: D/NAME.json + D/NAME.png (+ M/NAME/<tag>.png)."""
+    from .progress import Progress
+    from .pseudo.cam import load_rgb
+
+    images_dir, out_dir = Path(images_dir), Path(out_dir)
+    if not images_dir.is_dir():
+        raise GaudiError(f"--images {images_dir} is not a folder")
+    files = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+    if not files:
+        raise GaudiError(f"no images in {images_dir}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fixed = parse_tags(tags)
+    done = skipped = 0
+    with Progress("infer", total=len(files), unit="img") as bar:
+        for p in files:
+            try:
+                image = load_rgb(p)
+            except ValueError as exc:
+                log.warning("skipping %s: %s", p.name, exc)
+                skipped += 1
+                bar.update(1)
+                continue
+            tl = fixed or _sidecar_tags(p)
+            if not tl:
+                log.warning("skipping %s: no --tags and no sidecar %s", p.name, p.with_suffix(".txt").name)
+                skipped += 1
+                bar.update(1)
+                continue
+            result = predictor.predict(image, tl, threshold, name=p.name)
+            (out_dir / f"{p.stem}.json").write_text(json.dumps(result), encoding="utf-8")
+            predictor.overlay(image, result).save(out_dir / f"{p.stem}.png")
+            if masks_dir:
+                save_masks(result, Path(masks_dir) / p.stem)
+            done += 1
+            bar.update(1)
+    return {"images": done, "skipped": skipped, "out_dir": str(out_dir)}

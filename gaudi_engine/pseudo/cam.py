@@ -1,0 +1,185 @@
+"""Text-CAM: where in the image each present tag's text embedding matches the dense features.
+
+CLIP-ES-style normalisation: per pixel, a tag's similarity goes through a softmax against the
+learned background embeddings and the image's *competing* tags, so a tag claims the pixels it
+explains better than anything else present. Tags are not exclusive (`dress` lies inside
+`1girl`), so with `mode="nesting"` a tag never competes with a tag it nests in or that nests in
+it; `mode="all"` is the plain CLIP-ES softmax, `mode="background"` competes with background only.
+Averaged over scales and a horizontal flip.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+CAM_MODES = ("nesting", "all", "background")
+
+
+@dataclass
+class CamConfig:
+    scales: tuple[float, ...] = (1.0, 1.25)
+    flip: bool = True
+    mode: str = "nesting"
+    temperature: float | None = None  # None: the align model's own logit scale
+    grid_mult: int = 2  # CAM grid = base feature grid x grid_mult (finer than stride 8)
+
+
+@dataclass
+class CamOutput:
+    probs: torch.Tensor  # [K, gh, gw] competition-normalised maps, grid resolution
+    feats: torch.Tensor  # [D, gh, gw] base-scale dense features at the same grid
+    views: torch.Tensor  # [V, K, gh, gw] the per-view maps (for the consistency validator)
+    tags: list[str] = field(default_factory=list)
+
+
+def model_scale(model, temperature: float | None) -> float:
+    """Multiplier turning cosine similarities into softmax logits."""
+    if temperature:
+        return 1.0 / float(temperature)
+    for name in ("logit_scale", "pool_scale", "scale"):
+        v = getattr(model, name, None)
+        if isinstance(v, torch.Tensor) and v.numel() == 1:
+            # open_clip/SigLIP keep log(scale) in a parameter
+            val = float(v.detach().exp()) if name == "logit_scale" else float(v.detach())
+            return float(min(max(val, 1.0), 100.0))
+    return 20.0
+
+
+def competitor_matrix(tags: list[str], mode: str, nests: set[tuple[str, str]]) -> torch.Tensor:
+    """[K, K] bool: row k lists the tags that compete with tag k (never itself)."""
+    if mode not in CAM_MODES:
+        raise ValueError(f"unknown CAM mode {mode!r}; one of {', '.join(CAM_MODES)}")
+    k = len(tags)
+    comp = torch.zeros(k, k, dtype=torch.bool)
+    if mode == "background":
+        return comp
+    for i, a in enumerate(tags):
+        for j, b in enumerate(tags):
+            if i == j:
+                continue
+            if mode == "nesting" and ((a, b) in nests or (b, a) in nests):
+                continue
+            comp[i, j] = True
+    return comp
+
+
+def competitive_softmax(sim: torch.Tensor, bg_sim: torch.Tensor, comp: torch.Tensor,
+                        scale: float) -> torch.Tensor:
+    """sim [B,K,h,w], bg_sim [B,nb,h,w] cosines -> [B,K,h,w] probability of each tag against
+    its own competitor set plus background."""
+    s = sim.float() * scale
+    bg = torch.logsumexp(bg_sim.float() * scale, dim=1, keepdim=True)  # [B,1,h,w]
+    # log-sum-exp over each tag's competitor set: mask others with -inf.
+    b, k, h, w = s.shape
+    others = s.unsqueeze(1).expand(b, k, k, h, w)  # [B, row k, col j, h, w]
+    mask = comp.to(s.device).view(1, k, k, 1, 1)
+    others = others.masked_fill(~mask, float("-inf"))
+    denom = torch.logsumexp(torch.cat([others, s.unsqueeze(2), bg.unsqueeze(1).expand(b, k, 1, h, w)],
+                                      dim=2), dim=2)
+    return torch.exp(s - denom)
+
+
+def _sims(model, x: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    feats = model.dense_features(x)
+    sim = model.similarity(feats, text)
+    bg = model.similarity(feats, F.normalize(model.background.float(), dim=-1))
+    return feats, sim, bg
+
+
+@torch.no_grad()
+def text_cam(model, x: torch.Tensor, text: torch.Tensor, tags: list[str], cfg: CamConfig,
+             nests: set[tuple[str, str]] | None = None) -> CamOutput:
+    """Maps for one preprocessed image x [3,S,S] and its tags' embeddings text [K,D]."""
+    comp = competitor_matrix(tags, cfg.mode, nests or set())
+    scale = model_scale(model, cfg.temperature)
+    size = x.shape[-1]
+    base_feats, grid = None, None
+    views = []
+    for s in cfg.scales:
+        xs = x.unsqueeze(0)
+        if s != 1.0:
+            side = max(32, int(round(size * s / 32)) * 32)
+            xs = F.interpolate(xs, size=(side, side), mode="bilinear", align_corners=False)
+        batch = torch.cat([xs, xs.flip(-1)]) if cfg.flip else xs
+        feats, sim, bg = _sims(model, batch, text)
+        probs = competitive_softmax(sim, bg, comp, scale)
+        if cfg.flip:
+            probs = torch.stack([probs[0], probs[1].flip(-1)])
+        if grid is None:
+            h, w = feats.shape[-2:]
+            grid = (h * cfg.grid_mult, w * cfg.grid_mult)
+            base_feats = F.interpolate(feats[:1].float(), size=grid, mode="bilinear",
+                                       align_corners=False)[0]
+        probs = F.interpolate(probs.float(), size=grid, mode="bilinear", align_corners=False)
+        views.append(probs)
+    views_t = torch.cat(views)
+    return CamOutput(probs=views_t.mean(0), feats=F.normalize(base_feats, dim=0), views=views_t,
+                     tags=list(tags))
+
+
+@torch.no_grad()
+def tag_probabilities(model, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """Pooled per-tag probability [B, K] (the align model's own classifier) for images x."""
+    feats = model.dense_features(x)
+    logits = model.pool_logits(model.similarity(feats, text))
+    return torch.sigmoid(logits.float())
+
+
+def estimate_nesting(cooc: dict[tuple[str, str], float], overlap: dict[tuple[str, str], float],
+                     min_cooc: float = 0.9, min_overlap: float = 0.6) -> set[tuple[str, str]]:
+    """(child, parent) pairs: the child almost never appears without the parent (co-occurrence
+    P(parent | child)) AND its CAM mass lies inside the parent's (overlap). Co-occurrence alone
+    would nest `ocean` in `beach`; the CAM overlap tells side-by-side from inside."""
+    return {pair for pair, p in cooc.items()
+            if p >= min_cooc and overlap.get(pair, 0.0) >= min_overlap}
+
+
+def cooccurrence(tag_lists: list[list[str]], min_count: int = 3) -> dict[tuple[str, str], float]:
+    """P(parent | child) for every ordered pair of tags seen together."""
+    from collections import Counter
+    from itertools import permutations
+
+    single, pair = Counter(), Counter()
+    for tags in tag_lists:
+        uniq = sorted(set(tags))
+        single.update(uniq)
+        pair.update(permutations(uniq, 2))
+    return {(c, p): n / single[c] for (c, p), n in pair.items() if single[c] >= min_count}
+
+
+def containment(child: np.ndarray, parent: np.ndarray) -> float:
+    """Share of the child's map mass that the parent's map also covers."""
+    denom = float(child.sum())
+    return float(np.minimum(child, parent).sum() / denom) if denom > 0 else 0.0
+
+
+def load_rgb(path) -> "PIL.Image.Image":
+    """Open an image as RGB; a corrupt/unreadable file raises ValueError (callers skip it)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ValueError(f"cannot read image {path}: {exc}") from None
+
+
+def prepare_image(image, preprocess: dict) -> torch.Tensor:
+    """PIL RGB -> normalised [3, S, S] tensor with the checkpoint's own preprocessing (square
+    resize; masks are resized back to the image's own size afterwards)."""
+    from PIL import Image
+
+    size = int(preprocess.get("image_size", 160))
+    if isinstance(size, (list, tuple)):
+        size = int(size[0])
+    interp = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}.get(
+        str(preprocess.get("interpolation", "bilinear")), Image.BILINEAR)
+    im = image.convert("RGB").resize((size, size), interp)
+    arr = torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    mean = torch.tensor(preprocess.get("mean", (0.5, 0.5, 0.5)), dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(preprocess.get("std", (0.5, 0.5, 0.5)), dtype=torch.float32).view(3, 1, 1)
+    return (arr - mean) / std

@@ -1,0 +1,345 @@
+"""`gaudi pseudolabels`: text-CAM -> affinity -> regions -> validators, for every post's tags.
+
+Output (DESIGN §6), in `out/`:
+  masks/<post_id>/<tag>.png      accepted masks (0/255, image size)
+  rejected/<post_id>/<tag>.png   rejected masks, and rejected parts of accepted ones
+  scores/<post_id>/<tag>.png     soft score map (8-bit)
+  parts/shard-I-of-N.jsonl       one line per finished post (its index rows): resumability
+  index.parquet                  all rows of all parts, sorted by (post_id, tag)
+  nesting.json, config.json      the containment pairs used and the run's settings
+
+Shards split the posts (sorted by post_id) into contiguous chunks; the nesting statistics come
+from the whole manifest, so the shards' rows merge to exactly the unsharded index. A rerun skips
+every post already in any part.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import urllib.parse
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import GaudiError
+from ..progress import Progress
+from . import affinity as aff
+from .cam import CamConfig, containment, cooccurrence, estimate_nesting, load_rgb, prepare_image, \
+    tag_probabilities, text_cam
+from .regions import regions_mask, superpixels
+from .validators import ValidatorConfig, quality_score, validate_image
+
+log = logging.getLogger(__name__)
+
+INDEX_COLUMNS = ["post_id", "tag", "accepted", "reason", "area", "cam_score", "consistency_iou",
+                 "deletion_drop", "insertion_keep", "prob", "quality", "threshold", "margin",
+                 "parts", "parts_rejected", "width", "height", "mask_path", "score_path", "round"]
+
+
+@dataclass
+class PseudoConfig:
+    cam: CamConfig = field(default_factory=CamConfig)
+    validators: ValidatorConfig = field(default_factory=ValidatorConfig)
+    affinity: bool = True
+    aff_radius: int = 2
+    aff_beta: float = 10.0
+    aff_iters: int = 3
+    regions: str | None = "slic"  # slic | felzenszwalb | None (pixel threshold)
+    fixed_threshold: float | None = None  # None: adaptive per map
+    seg_weight: float = 0.6  # round 2: weight of the segmenter's probability in the fusion
+    nest_sample: int = 48  # images (whole manifest, first by post_id) for CAM-overlap nesting
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def tag_filename(tag: str) -> str:
+    """Tags become file names; anything unsafe for a file name is %-quoted (`/` `:` ...)."""
+    return urllib.parse.quote(tag, safe="!#$&'()+,;=@[]^_`{}~- ") + ".png"
+
+
+def parse_shard(spec: str | None) -> tuple[int, int]:
+    if not spec:
+        return 0, 1
+    try:
+        i, n = (int(v) for v in spec.split("/"))
+    except ValueError:
+        raise GaudiError(f"--shard must look like I/N (e.g. 0/4), got {spec!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise GaudiError(f"--shard {spec}: need 0 <= I < N")
+    return i, n
+
+
+def shard_records(records: list[dict], shard: tuple[int, int]) -> list[dict]:
+    i, n = shard
+    recs = sorted(records, key=lambda r: r["post_id"])
+    lo, hi = (len(recs) * i) // n, (len(recs) * (i + 1)) // n
+    return recs[lo:hi]
+
+
+class TagTexts:
+    """Text embeddings per tag: the checkpoint's stored ones for its vocabulary, otherwise from
+    the model's text tower (a tag with no description uses its own name, with a warning)."""
+
+    def __init__(self, model, vocab: list[str], text_emb: torch.Tensor | None, descriptions: dict):
+        self.model = model
+        self.descriptions = dict(descriptions or {})
+        self.cache: dict[str, torch.Tensor] = {}
+        if text_emb is not None:
+            for t, e in zip(vocab, text_emb):
+                self.cache[t] = F.normalize(e.float(), dim=-1)
+        self.warned: set[str] = set()
+
+    @torch.no_grad()
+    def get(self, tags: list[str]) -> torch.Tensor:
+        missing = [t for t in tags if t not in self.cache]
+        if missing:
+            descs = {}
+            for t in missing:
+                d = self.descriptions.get(t)
+                if not d:
+                    if t not in self.warned:
+                        log.warning("tag %r has no description; using its name as text", t)
+                        self.warned.add(t)
+                    d = [t.replace("_", " ")]
+                descs[t] = d
+            emb = self.model.tag_embeddings(descs, missing)
+            for t, e in zip(missing, emb):
+                self.cache[t] = F.normalize(e.detach().float().cpu(), dim=-1)
+        dev = next(self.model.parameters()).device
+        return torch.stack([self.cache[t] for t in tags]).to(dev)
+
+
+class PseudoLabeler:
+    """Per-image pseudo-labelling with one align model (and optionally a round-1 segmenter)."""
+
+    def __init__(self, model, preprocess: dict, texts: TagTexts, cfg: PseudoConfig,
+                 nests: set[tuple[str, str]] | None = None, segmenter=None, device: str = "cpu"):
+        self.model, self.preprocess, self.texts, self.cfg = model, preprocess, texts, cfg
+        self.nests = nests or set()
+        self.segmenter = segmenter
+        self.device = device
+
+    @torch.no_grad()
+    def score_maps(self, image, tags: list[str]) -> tuple[torch.Tensor, np.ndarray, torch.Tensor, object]:
+        """(x, fused soft maps [K,H,W] numpy at image size, per-view maps, cam output)."""
+        x = prepare_image(image, self.preprocess).to(self.device)
+        text = self.texts.get(tags)
+        cam = text_cam(self.model, x, text, tags, self.cfg.cam, self.nests)
+        probs = cam.probs.unsqueeze(0)
+        if self.segmenter is not None:
+            seg = torch.sigmoid(self.segmenter(x.unsqueeze(0), text, out_size=probs.shape[-2:]).float())
+            w = self.cfg.seg_weight
+            probs = w * seg + (1 - w) * probs
+        if self.cfg.affinity:
+            probs = aff.refine(probs, cam.feats.unsqueeze(0), self.cfg.aff_radius, self.cfg.aff_beta,
+                               self.cfg.aff_iters)
+        w, h = image.size
+        full = F.interpolate(probs, size=(h, w), mode="bilinear", align_corners=False)[0]
+        return x, full.clamp(0, 1).cpu().numpy(), cam.views.cpu().numpy(), cam
+
+    def label_image(self, image, tags: list[str]) -> dict[str, dict]:
+        """tag -> record with masks, maps and all validator scores."""
+        x, maps, views, _ = self.score_maps(image, tags)
+        labels = superpixels(np.asarray(image), self.cfg.regions) if self.cfg.regions else None
+        masks, smooth, thresholds, view_masks = {}, {}, {}, {}
+        gh, gw = views.shape[-2:]
+        for k, tag in enumerate(tags):
+            m, s, t = regions_mask(maps[k], labels, self.cfg.fixed_threshold)
+            masks[tag], smooth[tag], thresholds[tag] = m, s, t
+            view_masks[tag] = views[:, k] >= t
+        text = self.texts.get(tags)
+
+        def score_fn(batch: torch.Tensor) -> torch.Tensor:
+            return tag_probabilities(self.model, batch, text)
+
+        recs = validate_image(x, masks, view_masks, tags, score_fn, self.cfg.validators)
+        for k, tag in enumerate(tags):
+            r = recs[tag]
+            m = r["mask"]
+            inside = maps[k][m].mean() if m.any() else 0.0
+            outside = maps[k][~m].mean() if (~m).any() else 0.0
+            r.update(score_map=maps[k], threshold=thresholds[tag], cam_score=float(inside),
+                     margin=float(inside - outside), quality=quality_score(r))
+        return recs
+
+
+def _write_png(path: Path, arr: np.ndarray) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    Image.fromarray(arr).save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def write_post(out: Path, post_id: int, recs: dict[str, dict], size: tuple[int, int], round_: int) -> list[dict]:
+    """Write one post's PNGs and return its index rows."""
+    rows = []
+    w, h = size
+    for tag, r in sorted(recs.items()):
+        name = tag_filename(tag)
+        score_rel = f"scores/{post_id}/{name}"
+        _write_png(out / score_rel, np.round(r["score_map"] * 255).astype(np.uint8))
+        if r["accepted"]:
+            mask_rel = f"masks/{post_id}/{name}"
+            _write_png(out / mask_rel, r["mask"].astype(np.uint8) * 255)
+            if r["rejected_mask"].any():
+                _write_png(out / f"rejected/{post_id}/{name}", r["rejected_mask"].astype(np.uint8) * 255)
+        else:
+            mask_rel = f"rejected/{post_id}/{name}"
+            _write_png(out / mask_rel, (r["mask"] | r["rejected_mask"]).astype(np.uint8) * 255)
+        rows.append({"post_id": int(post_id), "tag": tag, "accepted": bool(r["accepted"]),
+                     "reason": r["reason"], "area": float(r["mask"].mean()),
+                     "cam_score": r["cam_score"], "consistency_iou": r["consistency_iou"],
+                     "deletion_drop": r["deletion_drop"], "insertion_keep": r["insertion_keep"],
+                     "prob": r["prob"], "quality": r["quality"], "threshold": r["threshold"],
+                     "margin": r["margin"], "parts": int(r["parts"]),
+                     "parts_rejected": int(r["parts_rejected"]), "width": int(w), "height": int(h),
+                     "mask_path": mask_rel, "score_path": score_rel, "round": int(round_)})
+    return rows
+
+
+def _clean(v):
+    if isinstance(v, float) and v != v:
+        return None  # NaN -> null in JSON, NULL in Parquet
+    return v
+
+
+def done_posts(out: Path) -> set[int]:
+    done: set[int] = set()
+    for part in sorted((out / "parts").glob("*.jsonl")):
+        for line in part.read_text(encoding="utf-8").splitlines():
+            try:
+                done.add(int(json.loads(line)["post_id"]))
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut by a kill: that post is redone
+    return done
+
+
+def merge_index(out: Path) -> int:
+    """Rebuild index.parquet from every part (atomic replace). Returns the number of rows."""
+    import pandas as pd
+
+    rows, seen = [], set()
+    for part in sorted((out / "parts").glob("*.jsonl")):
+        for line in part.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if rec["post_id"] in seen:
+                continue
+            seen.add(rec["post_id"])
+            rows.extend(rec["rows"])
+    df = pd.DataFrame(rows, columns=INDEX_COLUMNS)
+    df = df.sort_values(["post_id", "tag"], kind="stable").reset_index(drop=True)
+    df = df.astype({"post_id": "int64", "accepted": "bool", "parts": "int64", "parts_rejected": "int64",
+                    "width": "int64", "height": "int64", "round": "int64"})
+    for c in ("area", "cam_score", "consistency_iou", "deletion_drop", "insertion_keep", "prob",
+              "quality", "threshold", "margin"):
+        df[c] = df[c].astype("float64")
+    tmp = out / f"index.parquet.tmp{os.getpid()}"
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, out / "index.parquet")
+    return len(df)
+
+
+def estimate_nests(labeler: PseudoLabeler, records: list[dict], cfg: PseudoConfig) -> set[tuple[str, str]]:
+    """Containment pairs from the manifest's co-occurrence and CAM overlap on a fixed sample."""
+    if cfg.cam.mode != "nesting":
+        return set()
+    cooc = cooccurrence([r["tags"] for r in records])
+    candidates = {p for p, v in cooc.items() if v >= 0.9}
+    if not candidates:
+        return set()
+    bg_cfg = CamConfig(scales=(1.0,), flip=False, mode="background", temperature=cfg.cam.temperature)
+    sums: dict[tuple[str, str], list[float]] = {}
+    for rec in sorted(records, key=lambda r: r["post_id"])[: cfg.nest_sample]:
+        tags = rec["tags"]
+        pairs = [(a, b) for (a, b) in candidates if a in tags and b in tags]
+        if not pairs:
+            continue
+        try:
+            image = load_rgb(rec["image_path"])
+        except ValueError:
+            continue
+        x = prepare_image(image, labeler.preprocess).to(labeler.device)
+        cam = text_cam(labeler.model, x, labeler.texts.get(tags), tags, bg_cfg)
+        maps = {t: cam.probs[i].cpu().numpy() for i, t in enumerate(tags)}
+        for a, b in pairs:
+            sums.setdefault((a, b), []).append(containment(maps[a], maps[b]))
+    overlap = {p: float(np.mean(v)) for p, v in sums.items()}
+    return estimate_nesting(cooc, overlap)
+
+
+def run_pseudolabels(manifest, tag_desc, align_ckpt, out, segmenter_ckpt=None, shard: str | tuple | None = None,
+                     device: str = "cpu", config: PseudoConfig | None = None, limit: int | None = None) -> dict:
+    """Pseudo-label every (post, tag) of the manifest (this shard's part). Returns a summary."""
+    from ..models.checkpoint import load_align
+    from ..train.data import load_tag_descriptions, read_manifest
+
+    cfg = config or PseudoConfig()
+    shard_t = shard if isinstance(shard, tuple) else parse_shard(shard)
+    records = read_manifest(manifest)
+    if not records:
+        raise GaudiError(f"manifest {manifest} has no posts")
+    descs = load_tag_descriptions(tag_desc) if tag_desc else {}
+    bundle = load_align(align_ckpt, device)
+    model = bundle.model.eval()
+    texts = TagTexts(model, bundle.vocab, bundle.text_emb, {**(bundle.descriptions or {}), **descs})
+    segmenter = None
+    round_ = 1
+    if segmenter_ckpt:
+        from ..models.segmenter import load_segmenter
+
+        segmenter = load_segmenter(segmenter_ckpt, device).model
+        round_ = 2
+    out = Path(out)
+    (out / "parts").mkdir(parents=True, exist_ok=True)
+    labeler = PseudoLabeler(model, bundle.preprocess, texts, cfg, segmenter=segmenter, device=device)
+    nest_path = out / "nesting.json"
+    if nest_path.exists():  # resumed / other shards: reuse, so every shard uses the same pairs
+        nests = {tuple(p) for p in json.loads(nest_path.read_text())["pairs"]}
+    else:
+        nests = estimate_nests(labeler, records, cfg)
+        tmp = nest_path.with_name(f"nesting.json.tmp{os.getpid()}")
+        tmp.write_text(json.dumps({"pairs": sorted(nests)}, indent=1))
+        os.replace(tmp, nest_path)
+    labeler.nests = nests
+    (out / "config.json").write_text(json.dumps({"align_ckpt": str(align_ckpt), "segmenter_ckpt":
+                                                 str(segmenter_ckpt) if segmenter_ckpt else None,
+                                                 "manifest": str(manifest), "round": round_,
+                                                 "pseudo": cfg.to_dict()}, indent=1, default=str))
+    mine = shard_records(records, shard_t)
+    if limit is not None:
+        mine = mine[:limit]
+    done = done_posts(out)
+    todo = [r for r in mine if r["post_id"] not in done]
+    part = out / "parts" / f"shard-{shard_t[0]}-of-{shard_t[1]}.jsonl"
+    n_masks = n_acc = skipped = 0
+    with Progress("pseudolabels", total=len(todo), unit="post") as bar, open(part, "a", encoding="utf-8") as fh:
+        for rec in todo:
+            tags = [t for t in dict.fromkeys(rec["tags"]) if t]
+            try:
+                image = load_rgb(rec["image_path"])
+            except ValueError as exc:
+                log.warning("skipping post %s: %s", rec["post_id"], exc)
+                bar.log(f"skipping post {rec['post_id']}: {exc}")
+                skipped += 1
+                bar.update(1)
+                continue
+            rows = write_post(out, rec["post_id"], labeler.label_image(image, tags), image.size, round_) if tags else []
+            fh.write(json.dumps({"post_id": rec["post_id"], "rows": [{k: _clean(v) for k, v in r.items()} for r in rows]}) + "\n")
+            fh.flush()
+            n_masks += len(rows)
+            n_acc += sum(r["accepted"] for r in rows)
+            bar.update(1, masks=n_masks, accepted=n_acc)
+    n_rows = merge_index(out)
+    return {"out": str(out), "posts": len(mine), "processed": len(todo) - skipped, "skipped_done": len(mine) - len(todo),
+            "skipped_unreadable": skipped, "masks": n_masks, "accepted": n_acc, "index_rows": n_rows,
+            "nesting": sorted(nests), "round": round_, "shard": list(shard_t)}

@@ -1,0 +1,167 @@
+"""Validators: does a candidate mask really hold the tag? Every score is kept, accepted or not.
+
+- consistency: mean IoU between the masks of the augmented views (scales x flip);
+- causal deletion: the align model's pooled probability of the tag must drop when the mask's
+  pixels are greyed out; insertion: the masked pixels alone (the rest greyed) must keep it;
+- region level: each connected part of the mask must matter on its own (its deletion drops the
+  score, or it alone keeps it); parts that do neither are cut from the mask.
+
+Scores come from a `score_fn(images [N,3,S,S]) -> probs [N, K]` callback (the align model's
+classifier over the image's K tags), so the logic here is model-agnostic and batched: one call
+per image covers all its tags' deletions, insertions and parts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .regions import components
+
+ScoreFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class ValidatorConfig:
+    enabled: bool = True
+    min_consistency: float = 0.5
+    min_deletion_drop: float = 0.15  # relative drop of the tag's probability
+    min_insertion_keep: float = 0.4  # p(region alone) / p(image)
+    min_area: float = 0.003
+    max_area: float = 0.995
+    min_prob: float = 0.05  # the classifier must see the tag at all
+    region_level: bool = True
+    max_parts: int = 4
+    part_drop: float = 0.05
+    part_keep: float = 0.5
+
+
+def mean_pairwise_iou(masks: np.ndarray) -> float:
+    """masks [V, h, w] bool -> mean IoU over view pairs (1.0 when all empty)."""
+    v = masks.shape[0]
+    if v < 2:
+        return 1.0
+    flat = masks.reshape(v, -1).astype(np.float32)
+    inter = flat @ flat.T
+    area = flat.sum(1)
+    union = area[:, None] + area[None, :] - inter
+    iou = np.where(union > 0, inter / np.maximum(union, 1e-9), 1.0)
+    iu = np.triu_indices(v, 1)
+    return float(iou[iu].mean())
+
+
+def _resize_mask(mask: np.ndarray, size: int) -> torch.Tensor:
+    t = torch.from_numpy(mask.astype(np.float32))[None, None]
+    return (F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)[0, 0] > 0.5)
+
+
+def grey_out(x: torch.Tensor, remove: torch.Tensor) -> torch.Tensor:
+    """x [3,S,S] normalised; pixels where `remove` go to 0 (the preprocessing mean colour),
+    with a slightly blurred edge so the cut itself is not a new feature."""
+    m = remove.float()[None, None]
+    m = F.avg_pool2d(m, 5, stride=1, padding=2, count_include_pad=False)[0]
+    return x * (1.0 - m)
+
+
+def validate_image(x: torch.Tensor, masks: dict[str, np.ndarray], view_masks: dict[str, np.ndarray],
+                   tags: list[str], score_fn: ScoreFn, cfg: ValidatorConfig) -> dict[str, dict]:
+    """Scores and verdict for each tag's candidate mask on one preprocessed image x [3,S,S].
+
+    masks: tag -> bool mask at image resolution; view_masks: tag -> [V, h, w] per-view masks.
+    Returns tag -> {"accepted", "reason", "mask" (possibly trimmed), scores...}."""
+    size = x.shape[-1]
+    out: dict[str, dict] = {}
+    variants = [x]
+    plan: list[tuple[str, str, int, np.ndarray | None]] = []  # (tag, kind, variant idx, part)
+    small = {}
+    for tag in tags:
+        m = masks[tag]
+        ms = _resize_mask(m, size)
+        small[tag] = ms
+        if not cfg.enabled or not m.any():
+            continue
+        variants.append(grey_out(x, ms))
+        plan.append((tag, "del", len(variants) - 1, None))
+        variants.append(grey_out(x, ~ms))
+        plan.append((tag, "ins", len(variants) - 1, None))
+        if cfg.region_level:
+            parts = components(m, cfg.max_parts)
+            if len(parts) > 1:
+                for p in parts:
+                    ps = _resize_mask(p, size)
+                    variants.append(grey_out(x, ps))
+                    plan.append((tag, "pdel", len(variants) - 1, p))
+                    variants.append(grey_out(x, ~ps))
+                    plan.append((tag, "pins", len(variants) - 1, p))
+    probs = score_fn(torch.stack(variants)).float().cpu().numpy()  # [N, K]
+    base = probs[0]
+    for k, tag in enumerate(tags):
+        m = masks[tag]
+        p0 = float(base[k])
+        rec = {"prob": p0, "area": float(m.mean()), "consistency_iou": mean_pairwise_iou(view_masks[tag])
+               if tag in view_masks else 1.0, "deletion_drop": float("nan"),
+               "insertion_keep": float("nan"), "parts": 0, "parts_rejected": 0, "mask": m,
+               "rejected_mask": np.zeros_like(m)}
+        out[tag] = rec
+    for tag, kind, vi, part in plan:
+        k = tags.index(tag)
+        p0 = max(float(base[k]), 1e-6)
+        p = float(probs[vi, k])
+        rec = out[tag]
+        if kind == "del":
+            rec["deletion_drop"] = (p0 - p) / p0
+        elif kind == "ins":
+            rec["insertion_keep"] = min(p / p0, 2.0)
+        elif kind == "pdel":
+            rec.setdefault("_parts", []).append([part, (p0 - p) / p0, 0.0])
+        else:
+            rec["_parts"][-1][2] = min(p / p0, 2.0)
+    for tag in tags:
+        rec = out[tag]
+        parts = rec.pop("_parts", [])
+        rec["parts"] = len(parts)
+        if parts:
+            keep = np.zeros_like(rec["mask"])
+            for part, drop, ins in parts:
+                if drop >= cfg.part_drop or ins >= cfg.part_keep:
+                    keep |= part
+                else:
+                    rec["parts_rejected"] += 1
+                    rec["rejected_mask"] |= part
+            # small unlisted specks keep their place only if a kept part exists
+            rest = rec["mask"] & ~np.logical_or.reduce([p for p, _, _ in parts])
+            rec["mask"] = keep | (rest if keep.any() else np.zeros_like(rest))
+        rec["accepted"], rec["reason"] = _verdict(rec, cfg)
+    return out
+
+
+def _verdict(rec: dict, cfg: ValidatorConfig) -> tuple[bool, str]:
+    reasons = []
+    area = float(rec["mask"].mean())
+    if area < cfg.min_area:
+        reasons.append("empty")
+    elif area > cfg.max_area:
+        reasons.append("whole-image")
+    if cfg.enabled:
+        if rec["prob"] < cfg.min_prob:
+            reasons.append("tag-not-seen")
+        if rec["consistency_iou"] < cfg.min_consistency:
+            reasons.append("unstable")
+        if not (rec["deletion_drop"] >= cfg.min_deletion_drop):  # nan fails too
+            reasons.append("deletion-no-drop")
+        if not (rec["insertion_keep"] >= cfg.min_insertion_keep):
+            reasons.append("insertion-lost")
+    return (not reasons), ",".join(reasons) or "ok"
+
+
+def quality_score(rec: dict) -> float:
+    """One number ranking masks by how much the validators trust them (for the browser and the
+    Spearman check): consistency x causal evidence."""
+    drop = rec.get("deletion_drop", float("nan"))
+    ins = rec.get("insertion_keep", float("nan"))
+    drop = 0.0 if drop != drop else min(max(drop, 0.0), 1.0)
+    ins = 0.0 if ins != ins else min(max(ins, 0.0), 1.0)
+    return float(rec.get("consistency_iou", 0.0) * (0.5 * drop + 0.5 * ins))

@@ -1,0 +1,186 @@
+"""Read-only views of a workspace's runs for the studio (no UI code): runs and checkpoints,
+pseudo-mask runs and their masks, and the export of accepted pseudo-masks as PNGs + COCO JSON.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import re
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import GaudiError
+from .workspace import Workspace
+
+RUN_KINDS = {"align": "Stage A (align)", "pseudomasks": "pseudo-masks", "seg": "Stage B (segmenter)"}
+
+
+def run_kind(name: str) -> str:
+    return name.split("_", 1)[0] if "_" in name else name
+
+
+def _natural(name: str) -> tuple:
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
+
+
+def list_runs(ws: Workspace) -> list[dict[str, Any]]:
+    """Every run folder under runs/ (jobs' own folder aside), newest first, with checkpoints."""
+    rows = []
+    if not ws.runs_dir.exists():
+        return rows
+    for d in ws.runs_dir.iterdir():
+        if not d.is_dir() or d.name.startswith((".", "_")):
+            continue
+        ckpts = sorted(d.glob("checkpoints/*.pt")) + sorted(d.glob("*.pt"))
+        metrics = _last_metrics(d)
+        rows.append({
+            "run": d.name,
+            "kind": RUN_KINDS.get(run_kind(d.name), run_kind(d.name)),
+            "checkpoints": ", ".join(ws.rel(p) for p in ckpts),
+            "modified": time.strftime("%Y-%m-%d %H:%M", time.localtime(d.stat().st_mtime)),
+            "metrics": ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                 for k, v in metrics.items())[:120],
+            "_mtime": d.stat().st_mtime,
+        })
+    rows.sort(key=lambda r: r["_mtime"], reverse=True)
+    for r in rows:
+        r.pop("_mtime")
+    return rows
+
+
+def _last_metrics(run_dir: Path) -> dict[str, Any]:
+    """The last line of the run's metrics.jsonl (loss etc.), numbers only."""
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return {}
+    last = None
+    with open(path, "rb") as fh:
+        fh.seek(0, 2)
+        fh.seek(max(0, fh.tell() - 8192))
+        for raw in fh.read().splitlines():
+            try:
+                last = json.loads(raw)
+            except ValueError:
+                continue
+    if not isinstance(last, dict):
+        return {}
+    return {k: v for k, v in last.items() if isinstance(v, (int, float)) and k not in ("time",)}
+
+
+def checkpoints(ws: Workspace, kind: str) -> list[str]:
+    """Checkpoints of runs of one kind (`align`, `seg`), newest run first, `last.pt` first."""
+    out: list[tuple[float, int, str]] = []
+    for d in ws.runs_dir.glob(f"{kind}_*"):
+        for p in d.glob("checkpoints/*.pt"):
+            out.append((d.stat().st_mtime, 0 if p.name == "last.pt" else 1, ws.rel(p)))
+    out.sort(key=lambda t: (-t[0], t[1], t[2]))
+    return [t[2] for t in out]
+
+
+def latest_checkpoint(ws: Workspace, kind: str) -> str | None:
+    found = checkpoints(ws, kind)
+    return found[0] if found else None
+
+
+def pseudomask_runs(ws: Workspace) -> list[str]:
+    """Pseudo-mask runs that have an index, highest version first."""
+    runs = [d.name for d in ws.runs_dir.glob("pseudomasks_*") if (d / "index.parquet").exists()]
+    return sorted(runs, key=_natural, reverse=True)
+
+
+def manifest_images(ws: Workspace, manifest: str | Path | None = None) -> dict[int, Path]:
+    """post_id -> image path, from the manifest the pipeline trained on."""
+    path = ws.resolve(manifest or "data/manifest.csv")
+    if not path.exists():
+        return {}
+    out = {}
+    with open(path, newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            try:
+                out[int(row["post_id"])] = ws.resolve(row["image_path"])
+            except (KeyError, ValueError):
+                continue
+    return out
+
+
+def _read_mask(path: Path) -> np.ndarray | None:
+    from PIL import Image
+
+    if not path.exists():
+        return None
+    with Image.open(path) as im:
+        return np.asarray(im.convert("L")) > 127
+
+
+def pseudo_masks(index, post_id: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(accepted, rejected) masks of one image of a pseudo-mask run (a PseudoMaskIndex), each
+    {label: bool array}; rejected parts of an accepted mask are labelled `tag (part)`."""
+    accepted: dict[str, np.ndarray] = {}
+    rejected: dict[str, np.ndarray] = {}
+    for r in index.scores(int(post_id)):
+        m = _read_mask(index.run_dir / r["mask_path"])
+        if m is None:
+            continue
+        if r["accepted"]:
+            accepted[r["tag"]] = m
+            part = _read_mask(index.run_dir / "rejected" / str(post_id) / Path(r["mask_path"]).name)
+            if part is not None and part.any():
+                rejected[f"{r['tag']} (part)"] = part
+        else:
+            rejected[r["tag"]] = m
+    return accepted, rejected
+
+
+def export_accepted(run_dir: Path, ws: Workspace, out_dir: Path | None = None) -> dict[str, Any]:
+    """Accepted masks of a pseudo-mask run as a zip of PNGs (`<post_id>/<tag>.png`) and a COCO
+    JSON with RLE segmentations. Returns {"zip", "coco", "images", "annotations"}."""
+    from PIL import Image
+
+    from . import rle
+
+    from io import BytesIO
+
+    from .pseudo.index import PseudoMaskIndex
+
+    index = PseudoMaskIndex(run_dir)
+    rows = index.query(accepted=True)
+    out_dir = out_dir or run_dir / "export"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    images_by_post = manifest_images(ws)
+    coco: dict[str, Any] = {"info": {"description": f"GaUDI accepted pseudo-masks, {run_dir.name}"},
+                            "images": [], "annotations": [], "categories": []}
+    cat_ids: dict[str, int] = {}
+    seen_images: set[int] = set()
+    zip_path = out_dir / f"{run_dir.name}_masks.zip"
+    with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for r in rows.to_dict("records"):
+            post_id, tag = int(r["post_id"]), str(r["tag"])
+            mask = _read_mask(run_dir / r["mask_path"])
+            if mask is None:
+                continue
+            h, w = mask.shape
+            if post_id not in seen_images:
+                seen_images.add(post_id)
+                img = images_by_post.get(post_id)
+                coco["images"].append({"id": post_id, "width": w, "height": h,
+                                       "file_name": ws.rel(img) if img else str(post_id)})
+            if tag not in cat_ids:
+                cat_ids[tag] = len(cat_ids) + 1
+                coco["categories"].append({"id": cat_ids[tag], "name": tag})
+            coco["annotations"].append({
+                "id": len(coco["annotations"]) + 1, "image_id": post_id, "category_id": cat_ids[tag],
+                "segmentation": rle.encode(mask), "area": int(mask.sum()), "bbox": rle.bbox(mask),
+                "iscrowd": 1,
+            })
+            bio = BytesIO()
+            Image.fromarray(mask.astype(np.uint8) * 255).save(bio, format="PNG")
+            zf.writestr(f"{post_id}/{Path(r['mask_path']).name}", bio.getvalue())
+    index.close()
+    coco_path = out_dir / f"{run_dir.name}_coco.json"
+    coco_path.write_text(json.dumps(coco), encoding="utf-8")
+    return {"zip": zip_path, "coco": coco_path, "images": len(coco["images"]),
+            "annotations": len(coco["annotations"])}

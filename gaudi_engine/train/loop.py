@@ -1,0 +1,319 @@
+"""The one training loop (Stage A and Stage B differ only in dataset, loss_fn and payload).
+
+- data parallel under `torchrun` (WORLD_SIZE > 1): torch.distributed from the environment (gloo on
+  CPU, NCCL on GPU), DistributedSampler, parameters broadcast from rank 0, and gradients averaged
+  with one flattened all-reduce per step. (Not the DDP wrapper: the loss functions use the model's
+  text tower and dense path outside a single `forward`, which DDP's hooks do not follow.)
+- AMP on CUDA (bf16 where supported, else fp16 with a GradScaler); AdamW, linear warmup then
+  cosine decay, gradient clipping.
+- out/config.json (the full run config), out/metrics.jsonl, TensorBoard events in out/tb/,
+  out/checkpoints/last.pt each epoch (atomic), progress bar + "metric" JSONL events; rank 0 writes.
+- `resume=True` restores model, optimizer, scheduler, scaler, epoch, step and RNG from last.pt,
+  and forces the saved run config back (except device/workers/resume, which are about this run).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ..errors import GaudiError
+from ..models.checkpoint import load_checkpoint, save_checkpoint
+from ..progress import Progress
+
+_RUN_LOCAL = ("device", "workers", "resume", "log_every")  # not forced back on resume
+
+
+@dataclass
+class TrainConfig:
+    out: str
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_frac: float = 0.05
+    min_lr_frac: float = 0.05
+    grad_clip: float = 1.0
+    device: str = "auto"            # auto | cpu | cuda | cuda:N
+    seed: int = 0
+    workers: int = 0                # DataLoader workers: 0 is best for an in-memory cache
+    resume: bool = False
+    log_every: int = 10
+    max_steps: int | None = None    # stop early (tests, benchmarks)
+    stage: str = "train"            # progress stage name
+    extra: dict[str, Any] = field(default_factory=dict)  # stage-specific settings, saved too
+
+
+def saved_config(out: str | os.PathLike) -> dict[str, Any] | None:
+    """The run config stored in out/checkpoints/last.pt (None when there is none) — callers use
+    it on --resume to rebuild the model exactly as it was before calling train_loop."""
+    ck = Path(out) / "checkpoints" / "last.pt"
+    if not ck.exists():
+        return None
+    return load_checkpoint(ck).get("train_config")
+
+
+def _dist_env() -> tuple[int, int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise GaudiError("--device cuda asked for but no CUDA device is available")
+        if name == "cuda":
+            name = f"cuda:{local_rank}"
+    elif name != "cpu":
+        raise GaudiError(f"unknown device '{name}' (auto, cpu, cuda)")
+    return torch.device(name)
+
+
+def _param_groups(model: torch.nn.Module, cfg: TrainConfig, lr_scale: Callable[[str], float] | None):
+    groups: dict[tuple[float, float], list] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        wd = 0.0 if p.ndim < 2 or "embedding" in name or "logit_" in name else cfg.weight_decay
+        scale = lr_scale(name) if lr_scale else 1.0
+        groups.setdefault((wd, scale), []).append(p)
+    return [{"params": ps, "weight_decay": wd, "lr": cfg.lr * s, "lr_scale": s} for (wd, s), ps in groups.items()]
+
+
+def _schedule(total: int, cfg: TrainConfig) -> Callable[[int], float]:
+    warm = max(1, int(total * cfg.warmup_frac))
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        t = min(1.0, (step - warm) / max(1, total - warm))
+        return cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * t))
+    return f
+
+
+def _rng_state() -> dict[str, Any]:
+    st = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
+            "python_version": random.getstate()[0], "numpy_keys": torch.from_numpy(st[1].astype(np.int64)),
+            "numpy_pos": int(st[2]),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def _set_rng_state(st: dict[str, Any]) -> None:
+    torch.set_rng_state(st["torch"])
+    random.setstate((st["python_version"], tuple(st["python"]), None))
+    np.random.set_state(("MT19937", st["numpy_keys"].numpy().astype(np.uint32), st["numpy_pos"], 0, 0.0))
+    if st.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def _allreduce_grads(params: list[torch.nn.Parameter], world: int) -> None:
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world
+    off = 0
+    for p, g in zip(params, grads):
+        n = g.numel()
+        p.grad = flat[off:off + n].view_as(p).to(p.dtype)
+        off += n
+
+
+def _sync_buffers(model: torch.nn.Module, world: int) -> None:
+    """Average float buffers (BatchNorm running stats) so every rank saves the same model."""
+    for b in model.buffers():
+        if b.dtype.is_floating_point:
+            dist.all_reduce(b)
+            b /= world
+
+
+class _Quiet:
+    """Progress stand-in for ranks other than 0 (one bar and one JSONL stream per run)."""
+
+    def update(self, *a, **k) -> None: ...
+    def metric(self, **k) -> None: ...
+    def fail(self, *a) -> None: ...
+    def close(self, **k) -> None: ...
+
+
+def train_loop(cfg: TrainConfig, model: torch.nn.Module, dataset, loss_fn: Callable,
+               collate: Callable | None = None, make_payload: Callable[[torch.nn.Module], dict] | None = None,
+               lr_scale: Callable[[str], float] | None = None) -> dict[str, Any]:
+    """Train; returns a summary (loss, steps, epochs, checkpoint path, seconds, step times)."""
+    rank, world, local_rank = _dist_env()
+    out = Path(cfg.out)
+    ck_path = out / "checkpoints" / "last.pt"
+    resume_payload = None
+    if cfg.resume:
+        if not ck_path.exists():
+            raise GaudiError(f"--resume: no checkpoint at {ck_path}")
+        resume_payload = load_checkpoint(ck_path)
+        saved = resume_payload.get("train_config") or {}
+        names = {f.name for f in fields(TrainConfig)}
+        for k, v in saved.items():
+            if k in names and k not in _RUN_LOCAL:
+                setattr(cfg, k, v)
+    device = resolve_device(cfg.device, local_rank)
+    own_group = world > 1 and not dist.is_initialized()
+    if own_group:
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    model.to(device)
+    if resume_payload is not None:
+        model.load_state_dict(resume_payload["state_dict"])
+    params = [p for p in model.parameters() if p.requires_grad]
+    if world > 1:
+        for t in list(model.parameters()) + list(model.buffers()):
+            dist.broadcast(t.data, src=0)
+
+    sampler = None
+    if world > 1:
+        sampler = torch.utils.data.distributed.DistributedSampler(dataset, num_replicas=world, rank=rank,
+                                                                  shuffle=True, seed=cfg.seed, drop_last=True)
+    per_rank = max(1, cfg.batch_size // world)
+    n_items = len(sampler) if sampler is not None else len(dataset)
+    if n_items == 0:
+        raise GaudiError("the training set is empty")
+    drop_last = n_items >= 2 * per_rank  # avoid a lone tiny last batch (BatchNorm) unless data is tiny
+    steps_per_epoch = n_items // per_rank if drop_last else math.ceil(n_items / per_rank)
+    total = cfg.epochs * steps_per_epoch
+    if cfg.max_steps:
+        total = min(total, int(cfg.max_steps))
+    opt = torch.optim.AdamW(_param_groups(model, cfg, lr_scale), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(total, cfg))
+    amp_dtype = None
+    if device.type == "cuda":
+        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    epoch0, step = 0, 0
+    if resume_payload is not None:
+        if resume_payload.get("optimizer"):
+            opt.load_state_dict(resume_payload["optimizer"])
+        if resume_payload.get("scheduler"):
+            sched.load_state_dict(resume_payload["scheduler"])
+        if resume_payload.get("scaler"):
+            scaler.load_state_dict(resume_payload["scaler"])
+        epoch0, step = int(resume_payload.get("epoch", -1)) + 1, int(resume_payload.get("step", 0))
+        if resume_payload.get("rng"):
+            _set_rng_state(resume_payload["rng"])
+
+    is_main = rank == 0
+    writer = None
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps({**asdict(cfg), "world_size": world,
+                                                     "device_type": device.type}, indent=1, default=str))
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(out / "tb"), purge_step=step if step else None)
+    metrics_fh = open(out / "metrics.jsonl", "a", encoding="utf-8") if is_main else None
+
+    t_start = time.time()
+    summary: dict[str, Any] = {"checkpoint": str(ck_path), "epochs": epoch0, "steps": step, "loss": float("nan")}
+    step_times: list[float] = []
+    data_times: list[float] = []
+    bar = Progress(cfg.stage, total=total, unit="step") if is_main else _Quiet()
+    if step:
+        bar.update(min(step, total))
+    try:
+        epoch = epoch0
+        while epoch < cfg.epochs and step < total:
+            if hasattr(dataset, "set_epoch"):
+                dataset.set_epoch(epoch)
+            if sampler is not None:
+                sampler.set_epoch(epoch)
+                loader_sampler = sampler
+            else:
+                g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+                loader_sampler = torch.utils.data.RandomSampler(dataset, generator=g)
+            loader = torch.utils.data.DataLoader(dataset, batch_size=per_rank, sampler=loader_sampler,
+                                                 num_workers=cfg.workers, collate_fn=collate, drop_last=drop_last,
+                                                 pin_memory=device.type == "cuda",
+                                                 persistent_workers=False)
+            model.train()
+            ep_loss, ep_n = 0.0, 0
+            t_data = time.perf_counter()
+            for batch in loader:
+                if step >= total:
+                    break
+                batch = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()} \
+                    if isinstance(batch, dict) else batch
+                t0 = time.perf_counter()
+                data_times.append(t0 - t_data)
+                with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    loss, metrics = loss_fn(model, batch)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
+                if world > 1:
+                    _allreduce_grads(params, world)
+                gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip) if cfg.grad_clip else torch.tensor(0.0)
+                scaler.step(opt)
+                scaler.update()
+                sched.step()
+                step += 1
+                lv = float(loss.detach())
+                if not math.isfinite(lv):
+                    raise GaudiError(f"training diverged at step {step} (loss {lv}); try a lower --lr")
+                ep_loss, ep_n = ep_loss + lv, ep_n + 1
+                t_data = time.perf_counter()
+                step_times.append(t_data - t0)
+                bar.update(1, loss=round(lv, 4), epoch=epoch)
+                if is_main and (step % cfg.log_every == 0 or step == total):
+                    rec = {"step": step, "epoch": epoch, "loss": lv, "lr": opt.param_groups[0]["lr"],
+                           "grad_norm": float(gnorm), "step_time": step_times[-1],
+                           "data_time": data_times[-1], **{k: float(v) for k, v in metrics.items()}}
+                    metrics_fh.write(json.dumps({"time": round(time.time(), 3), **rec}) + "\n")
+                    metrics_fh.flush()
+                    for k, v in rec.items():
+                        if k not in ("step", "epoch"):
+                            writer.add_scalar(f"train/{k}", v, step)
+                    bar.metric(**rec)
+            if world > 1:
+                _sync_buffers(model, world)
+            summary.update(epochs=epoch + 1, steps=step, loss=ep_loss / max(ep_n, 1))
+            if is_main:
+                payload = make_payload(model) if make_payload else {"kind": "generic", "state_dict": model.state_dict()}
+                payload["state_dict"] = {k: v.detach().cpu() for k, v in payload["state_dict"].items()}
+                payload.update(train_config=asdict(cfg), epoch=epoch, step=step, optimizer=opt.state_dict(),
+                               scheduler=sched.state_dict(), scaler=scaler.state_dict(), rng=_rng_state())
+                save_checkpoint(ck_path, payload)
+                ep = {"epoch": epoch, "step": step, "epoch_loss": summary["loss"],
+                      "seconds": round(time.time() - t_start, 2)}
+                metrics_fh.write(json.dumps({"time": round(time.time(), 3), **ep}) + "\n")
+                metrics_fh.flush()
+                writer.add_scalar("train/epoch_loss", summary["loss"], step)
+                bar.metric(**ep)
+            epoch += 1
+    except BaseException:
+        bar.fail()
+        raise
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
+        if metrics_fh is not None:
+            metrics_fh.close()
+    if world > 1:
+        dist.barrier()
+        if own_group:
+            dist.destroy_process_group()
+    st = sorted(step_times[1:] or step_times)  # the first step pays one-off warm-up costs
+    summary.update(seconds=round(time.time() - t_start, 2), world_size=world,
+                   median_step_time=st[len(st) // 2] if st else None,
+                   median_data_time=sorted(data_times[1:] or data_times or [0.0])[len(data_times[1:] or data_times or [0]) // 2])
+    return summary

@@ -1,0 +1,202 @@
+"""Stage B: train the text-conditioned segmenter on accepted pseudo-masks (or, for the oracle,
+on ground-truth masks) with the shared training loop.
+
+Targets per image: every accepted (post, tag) mask with an ignore band where the soft score map
+is uncertain (near the mask's threshold) and a thin band along the mask's edge; present tags
+without an accepted mask are ignored entirely (unknown, not negative); tags absent from the
+image are negatives (all-zero target). Loss: BCE + Dice over the valid pixels.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import GaudiError
+
+log = logging.getLogger(__name__)
+IGNORE = 255
+
+
+@dataclass
+class SegTargetsConfig:
+    max_pos: int = 8  # present-tag slots per image
+    n_neg: int = 4  # absent-tag slots per image
+    band: float = 0.15  # |score - threshold| < band -> ignored
+    edge: int = 1  # pixels each side of a mask edge -> ignored
+    dice_weight: float = 1.0
+
+
+def _load_mask(path: Path, size: int) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("L").resize((size, size), Image.NEAREST)) > 127
+
+
+def _load_score(path: Path, size: int) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("L").resize((size, size), Image.BILINEAR), dtype=np.float32) / 255.0
+
+
+def _edge_band(mask: np.ndarray, width: int) -> np.ndarray:
+    from scipy import ndimage
+
+    if width <= 0 or not mask.any():
+        return np.zeros_like(mask)
+    return ndimage.binary_dilation(mask, iterations=width) & ~ndimage.binary_erosion(mask, iterations=width)
+
+
+def build_targets(records: list[dict], size: int, pseudomasks: Path | None = None,
+                  gt_masks: Path | None = None, cfg: SegTargetsConfig | None = None) -> dict[int, dict[str, np.ndarray]]:
+    """post_id -> {tag: uint8 target [size, size] (0, 1, IGNORE)} for present tags."""
+    from ..pseudo.pipeline import tag_filename
+
+    cfg = cfg or SegTargetsConfig()
+    out: dict[int, dict[str, np.ndarray]] = {}
+    if gt_masks is not None:
+        for rec in records:
+            d = {}
+            for tag in rec["tags"]:
+                p = Path(gt_masks) / rec["image_path"].stem / f"{tag}.png"
+                if not p.exists():
+                    p = Path(gt_masks) / rec["image_path"].stem / tag_filename(tag)
+                if p.exists():
+                    d[tag] = _load_mask(p, size).astype(np.uint8)
+            out[rec["post_id"]] = d
+        return out
+    import pandas as pd
+
+    index = Path(pseudomasks) / "index.parquet"
+    if not index.exists():
+        raise GaudiError(f"no pseudo-mask index at {index} (run `gaudi pseudolabels` first)")
+    df = pd.read_parquet(index)
+    df = df[df["accepted"]]
+    by_post: dict[int, list] = {}
+    for row in df.itertuples(index=False):
+        by_post.setdefault(int(row.post_id), []).append(row)
+    for rec in records:
+        d = {}
+        for row in by_post.get(rec["post_id"], []):
+            m = _load_mask(Path(pseudomasks) / row.mask_path, size)
+            s = _load_score(Path(pseudomasks) / row.score_path, size)
+            t = np.full(m.shape, 0, np.uint8)
+            t[m] = 1
+            uncertain = np.abs(s - float(row.threshold)) < cfg.band
+            t[uncertain | _edge_band(m, cfg.edge)] = IGNORE
+            d[row.tag] = t
+        out[rec["post_id"]] = d
+    return out
+
+
+class SegmenterDataset(torch.utils.data.Dataset):
+    """uint8 image cache [N,3,S,S] + per-image target slots; augmentation on tensors."""
+
+    def __init__(self, records: list[dict], targets: dict[int, dict[str, np.ndarray]], vocab: list[str],
+                 preprocess: dict, cfg: SegTargetsConfig | None = None, train: bool = True, seed: int = 0):
+        from ..pseudo.cam import load_rgb
+
+        self.cfg = cfg or SegTargetsConfig()
+        self.vocab = list(vocab)
+        self.tag_id = {t: i for i, t in enumerate(self.vocab)}
+        size = int(preprocess.get("image_size", 160))
+        self.size = size
+        self.mean = torch.tensor(preprocess.get("mean", (0.5,) * 3), dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(preprocess.get("std", (0.5,) * 3), dtype=torch.float32).view(3, 1, 1)
+        self.train = train
+        self.seed = seed
+        images, items = [], []
+        for rec in records:
+            try:
+                im = load_rgb(rec["image_path"]).resize((size, size))
+            except ValueError as exc:
+                log.warning("skipping post %s: %s", rec["post_id"], exc)
+                continue
+            images.append(torch.from_numpy(np.asarray(im, np.uint8).copy()).permute(2, 0, 1))
+            items.append((rec, targets.get(rec["post_id"], {})))
+        if not images:
+            raise GaudiError("no readable images with targets to train the segmenter on")
+        self.images = torch.stack(images)
+        self.items = items
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        rec, tmap = self.items[i]
+        rng = random.Random(hash((self.seed, self.epoch, i)) if self.train else i)
+        k = self.cfg.max_pos + self.cfg.n_neg
+        ids = torch.zeros(k, dtype=torch.long)
+        tgt = torch.full((k, self.size, self.size), IGNORE, dtype=torch.uint8)
+        pos = [t for t in rec["tags"] if t in tmap and t in self.tag_id]
+        if len(pos) > self.cfg.max_pos:
+            pos = rng.sample(pos, self.cfg.max_pos)
+        for j, t in enumerate(pos):
+            ids[j] = self.tag_id[t]
+            tgt[j] = torch.from_numpy(tmap[t])
+        present = set(rec["tags"])
+        absent = [t for t in self.vocab if t not in present]
+        for j, t in enumerate(rng.sample(absent, min(self.cfg.n_neg, len(absent)))):
+            ids[self.cfg.max_pos + j] = self.tag_id[t]
+            tgt[self.cfg.max_pos + j] = 0
+        img = self.images[i].float() / 255.0
+        if self.train and rng.random() < 0.5:
+            img, tgt = img.flip(-1), tgt.flip(-1)
+        x = (img - self.mean) / self.std
+        return {"image": x, "tag_ids": ids, "target": tgt}
+
+
+def seg_loss(logits: torch.Tensor, target: torch.Tensor, dice_weight: float = 1.0) -> tuple[torch.Tensor, dict]:
+    """BCE + Dice over valid pixels. logits [B,K,H,W], target uint8 {0,1,IGNORE}."""
+    valid = target != IGNORE
+    y = (target == 1).float()
+    logits = logits.float()
+    bce = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
+    n_valid = valid.sum().clamp(min=1)
+    bce = (bce * valid).sum() / n_valid
+    p = torch.sigmoid(logits) * valid
+    yv = y * valid
+    inter = (p * yv).flatten(2).sum(-1)
+    denom = (p + yv).flatten(2).sum(-1)
+    has_pos = yv.flatten(2).sum(-1) > 0  # Dice is undefined for negatives: BCE covers them
+    dice = (1 - (2 * inter + 1) / (denom + 1))[has_pos]
+    dice = dice.mean() if dice.numel() else logits.sum() * 0
+    loss = bce + dice_weight * dice
+    return loss, {"bce": float(bce.detach()), "dice": float(dice.detach())}
+
+
+def make_loss_fn(text_emb: torch.Tensor, dice_weight: float = 1.0):
+    """loss_fn(model, batch) for train_loop: the segmenter sees the batch's tags' embeddings."""
+
+    def loss_fn(model, batch):
+        x = batch["image"]
+        emb = text_emb.to(x.device)[batch["tag_ids"]]  # [B,K,D]
+        logits = model(x, emb, out_size=x.shape[-2:])
+        return seg_loss(logits, batch["target"].to(x.device), dice_weight)
+
+    return loss_fn
+
+
+def freeze_unused(model: torch.nn.Module, sample: dict, loss_fn) -> list[str]:
+    """Freeze parameters the segmenter never uses (text tower, pooling head...), found by one
+    backward pass on a sample, so DDP and the optimizer only see what is trained."""
+    model.zero_grad(set_to_none=True)
+    batch = {k: v[:1] if torch.is_tensor(v) else v for k, v in sample.items()}
+    loss, _ = loss_fn(model, batch)
+    loss.backward()
+    frozen = []
+    for name, p in model.named_parameters():
+        if p.grad is None:
+            p.requires_grad_(False)
+            frozen.append(name)
+    model.zero_grad(set_to_none=True)
+    return frozen

@@ -1,0 +1,95 @@
+#!/usr/bin/env python
+"""Start GaUDI Studio.
+
+    python launch.py [--workspace DIR] [--demo] [--host 127.0.0.1] [--port 7860] [--auth USER:PASS]
+
+Binds 127.0.0.1 unless told otherwise; any other host needs --auth (or GAUDI_AUTH=USER:PASS).
+--demo builds the demo workspace once (SynthBooru through a local booru, see `gaudi demo`) and
+serves that booru to the Sync tab as "Demo booru".
+"""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import sys
+
+DEMO_WORKSPACE = "demo_workspace"
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_auth(value: str | None) -> tuple[str, str] | None:
+    if not value:
+        return None
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password:
+        raise ValueError("--auth / GAUDI_AUTH must be USER:PASS")
+    return user, password
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="launch.py", description="GaUDI Studio (Gradio)")
+    p.add_argument("--workspace", "-w", default=None,
+                   help=f"workspace folder (default: $GAUDI_WORKSPACE, the current directory, "
+                        f"or {DEMO_WORKSPACE}/ with --demo)")
+    p.add_argument("--demo", action="store_true", help="build (once) and open the demo workspace")
+    p.add_argument("--demo-n", type=int, default=600, help="scenes in the demo workspace (default 600)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--auth", default=None, metavar="USER:PASS", help="required for a non-loopback --host")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        auth = parse_auth(args.auth or os.environ.get("GAUDI_AUTH"))
+    except ValueError as exc:
+        print(f"launch.py: error: {exc}", file=sys.stderr)
+        return 2
+    if not is_loopback(args.host) and auth is None:
+        print(f"launch.py: error: refusing to serve on {args.host} without --auth USER:PASS "
+              f"(or GAUDI_AUTH): the studio can read and write your workspace", file=sys.stderr)
+        return 2
+
+    from gaudi_engine.errors import GaudiError
+    from gaudi_engine.workspace import Workspace
+
+    root = args.workspace or os.environ.get("GAUDI_WORKSPACE") or (DEMO_WORKSPACE if args.demo else None)
+    ws = Workspace(root).ensure()
+    # Gradio's copies of served files stay inside the workspace; no telemetry (no network).
+    os.environ.setdefault("GRADIO_TEMP_DIR", str(ws.runs_dir / "_studio" / "gradio"))
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    try:
+        booru = None
+        if args.demo:
+            from gaudi_engine.demo import build_demo, is_built, start_demo_booru
+
+            if not is_built(ws):
+                print(f"building the demo workspace in {ws.root} (once)…", flush=True)
+            info = build_demo(ws, n=args.demo_n)
+            print(f"demo workspace ready: {info.get('counts')}", flush=True)
+            booru = start_demo_booru(ws)
+        from studio.app import ensure_samples, launch
+        from studio.state import StudioState
+
+        ensure_samples()
+        state = StudioState.open(ws, demo_booru=booru)
+    except GaudiError as exc:
+        print(f"launch.py: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"GaUDI Studio on http://{args.host}:{args.port} (workspace {ws.root})", flush=True)
+    launch(state, host=args.host, port=args.port, auth=auth)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

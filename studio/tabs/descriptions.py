@@ -1,0 +1,147 @@
+"""Descriptions tab: the general tags with their descriptions (several per tag, one per line).
+Every change is written to the catalogue at once."""
+from __future__ import annotations
+
+import time
+
+import gradio as gr
+import pandas as pd
+
+from gaudi_engine.errors import GaudiError
+
+from ..state import StudioState, guard
+
+ORDERS = {"post count": "post_count", "tag": "tag", "descriptions": "n_descriptions"}
+COLUMNS = ["tag", "post_count", "n_descriptions", "source"]
+
+
+def tags_frame(state: StudioState, search: str = "", order: str = "post count") -> pd.DataFrame:
+    from gaudi_engine.text.descriptions import general_tags_table
+
+    rows = general_tags_table(state.cat, search=search or "", order=ORDERS.get(order, "post_count"))
+    return pd.DataFrame([{c: r.get(c) for c in COLUMNS} for r in rows], columns=COLUMNS)
+
+
+def _descriptions_of(state: StudioState, tag: str) -> list[str]:
+    from gaudi_engine.text.descriptions import load_descriptions
+
+    return load_descriptions(state.cat).get(tag, [])
+
+
+def build(state: StudioState) -> None:
+    with gr.Row():
+        with gr.Column(scale=3):
+            with gr.Row():
+                search = gr.Textbox(label="Search tags", placeholder="type part of a tag", scale=3,
+                                    elem_id="desc-search")
+                order = gr.Dropdown(list(ORDERS), value="post count", label="Sort by", scale=1)
+            table = gr.Dataframe(tags_frame(state), label="General tags (click a row to edit)",
+                                 interactive=False, max_height=520, elem_id="desc-table")
+        with gr.Column(scale=2):
+            tag = gr.Textbox(label="Tag", elem_id="desc-tag")
+            texts = gr.Textbox(label="Descriptions (one per line)", lines=6, elem_id="desc-texts")
+            with gr.Row():
+                save = gr.Button("Save", variant="primary", elem_id="desc-save")
+                suggest = gr.Button("Suggest with LLM")
+            status = gr.Markdown("", elem_id="desc-status")
+            with gr.Accordion("Bulk", open=True):
+                with gr.Row():
+                    wiki = gr.Button("Fill from wiki", size="sm")
+                    export = gr.Button("Export JSON", size="sm")
+                upload = gr.File(label="Import JSON {tag: [description, ...]}", file_types=[".json"],
+                                 type="filepath")
+                download = gr.File(label="Exported", interactive=False, visible=False)
+
+    def refresh(s, o):
+        return tags_frame(state, s, o)
+
+    search.change(refresh, [search, order], table, show_progress="hidden")
+    order.change(refresh, [search, order], table)
+
+    @guard
+    def pick(evt: gr.SelectData, df: pd.DataFrame):
+        row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        name = str(df.iloc[row]["tag"])
+        return name, "\n".join(_descriptions_of(state, name)), ""
+
+    table.select(pick, table, [tag, texts, status])
+
+    @guard
+    def on_tag_typed(name: str):
+        return "\n".join(_descriptions_of(state, name.strip())) if name.strip() else gr.skip()
+
+    tag.submit(on_tag_typed, tag, texts)
+
+    @guard
+    def on_save(name: str, body: str, s: str, o: str):
+        from gaudi_engine.text.descriptions import set_descriptions
+
+        name = name.strip()
+        if not name:
+            raise GaudiError("pick a tag first (click a row or type its name)")
+        lines = [ln.strip() for ln in body.splitlines() if ln.strip()]
+        set_descriptions(state.cat, name, lines, source="user")
+        return f"Saved {len(lines)} description(s) for **{name}**.", tags_frame(state, s, o)
+
+    save.click(on_save, [tag, texts, search, order], [status, table])
+
+    @guard
+    def on_wiki(s, o):
+        from gaudi_engine.text.descriptions import fill_from_wiki
+
+        stats = fill_from_wiki(state.cat)
+        return f"Filled from wiki: {_stats(stats)}.", tags_frame(state, s, o)
+
+    wiki.click(on_wiki, [search, order], [status, table])
+
+    @guard
+    def on_export():
+        from gaudi_engine.text.descriptions import export_json
+
+        out = state.ws.runs_dir / "_studio" / "exports" / f"tag_descriptions_{time.strftime('%Y%m%d-%H%M%S')}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        export_json(state.cat, out)
+        return gr.update(value=str(out), visible=True), f"Exported to `{state.ws.rel(out)}`."
+
+    export.click(on_export, None, [download, status])
+
+    @guard
+    def on_import(path, s, o):
+        from gaudi_engine.text.descriptions import import_json
+
+        if not path:
+            return gr.skip(), gr.skip()
+        stats = import_json(state.cat, path)
+        return f"Imported: {_stats(stats)}.", tags_frame(state, s, o)
+
+    upload.upload(on_import, [upload, search, order], [status, table])
+
+    @guard
+    def on_suggest(name: str, s: str, o: str):
+        try:
+            from gaudi_engine.text.suggest import suggest_descriptions
+        except ImportError:
+            raise GaudiError("LLM suggestions are not available in this installation") from None
+        name = name.strip()
+        if not name:
+            raise GaudiError("pick a tag first")
+        # provider: OpenAI-compatible when OPENAI_API_KEY is set, else the offline heuristic
+        out = suggest_descriptions(state.cat, [name], None)
+        got = out.get("stored", {}).get(name, [])
+        why = out.get("failed", {}).get(name) or ("the tag has user descriptions (kept)" if name in
+                                                 out.get("skipped_user", []) else
+                                                 "no wiki page to work from" if name in out.get("no_wiki", []) else "")
+        msg = f"{out.get('provider', 'LLM')} suggested {len(got)} description(s) for **{name}**."
+        if why:
+            msg += f" ({why})"
+        if out.get("note"):
+            msg += f"  \n{out['note']}"
+        return "\n".join(_descriptions_of(state, name)), msg, tags_frame(state, s, o)
+
+    suggest.click(on_suggest, [tag, search, order], [texts, status, table])
+
+
+def _stats(stats) -> str:
+    if isinstance(stats, dict):
+        return ", ".join(f"{k} {v}" for k, v in stats.items())
+    return str(stats)

@@ -1,0 +1,211 @@
+"""Pseudo-masks tab: browse a pseudo-mask run like a dataset viewer — a gallery filtered by tag,
+accepted/rejected and score ranges (PseudoMaskIndex over index.parquet, queried in place), and for
+one image its accepted masks as an overlay with per-tag toggles and opacity, the rejected ones
+apart, and the validators' scores."""
+from __future__ import annotations
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+
+from gaudi_engine.errors import GaudiError
+
+from ..state import StudioState, current_tab, guard
+
+SCORE_FIELDS = ["quality", "consistency_iou", "deletion_drop", "insertion_keep", "cam_score", "prob",
+                "margin", "area"]
+STATUS = ["all", "accepted", "rejected"]
+PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
+           "#fabed4", "#469990", "#dcbeff", "#9a6324", "#800000", "#aaffc3", "#808000", "#000075"]
+
+
+def color_map(tags) -> dict[str, str]:
+    return {t: PALETTE[i % len(PALETTE)] for i, t in enumerate(sorted(tags))}
+
+
+def _index(state: StudioState, run: str):
+    from gaudi_engine.pseudo.index import PseudoMaskIndex
+
+    if not run:
+        raise GaudiError("no pseudo-mask run yet: run \"Pseudo-labels v1\" in the Train tab")
+    return PseudoMaskIndex(state.ws.runs_dir / run)
+
+
+def filtered_rows(state: StudioState, run: str, tag: str | None, status: str, field: str,
+                  lo: float, hi: float) -> pd.DataFrame:
+    idx = _index(state, run)
+    accepted = {"accepted": True, "rejected": False}.get(status)
+    # the full range means "no score filter" (rows without that score stay)
+    full = lo <= 0 and hi >= 1
+    try:
+        return idx.query(tag=tag or None, accepted=accepted, score=field,
+                         score_min=None if full else lo, score_max=None if full else hi)
+    finally:
+        idx.close()
+
+
+def image_of(state: StudioState, post_id: int, manifest: dict | None = None):
+    """A post's image: from the catalogue, else from the manifest the run was made from."""
+    from gaudi_engine.catalogue.queries import post_image_path
+    from gaudi_engine.studio_views import manifest_images
+
+    path = post_image_path(state.ws, state.cat, int(post_id))
+    if path is None:
+        path = (manifest if manifest is not None else manifest_images(state.ws)).get(int(post_id))
+    return path
+
+
+def gallery_for(state: StudioState, df: pd.DataFrame, limit: int = 120) -> tuple[list, list[int]]:
+    from gaudi_engine.studio_views import manifest_images
+
+    if df.empty:
+        return [], []
+    manifest = manifest_images(state.ws)
+    items, ids = [], []
+    for post_id, group in df.groupby("post_id", sort=False):
+        path = image_of(state, int(post_id), manifest)
+        if path is None or not path.exists():
+            continue
+        marks = " ".join(("✓" if a else "✗") + t for t, a in zip(group["tag"], group["accepted"]))
+        items.append((str(path), f"#{post_id} {marks}"))
+        ids.append(int(post_id))
+        if len(ids) >= limit:
+            break
+    return items, ids
+
+
+def image_view(state: StudioState, run: str, post_id: int, shown_tags, opacity: float):
+    """(accepted overlay value, rejected overlay value, scores frame, tag choices)."""
+    from PIL import Image
+
+    from gaudi_engine.studio_views import pseudo_masks
+
+    path = image_of(state, int(post_id))
+    if path is None or not path.exists():
+        raise GaudiError(f"image of post {post_id} is not on disk")
+    img = np.asarray(Image.open(path).convert("RGB"))
+    index = _index(state, run)
+    accepted, rejected = pseudo_masks(index, int(post_id))
+    shown = set(accepted) if shown_tags is None else set(shown_tags)
+
+    def anns(masks: dict, keep) -> list:
+        out = []
+        for tag, m in sorted(masks.items()):
+            if tag in keep:
+                if m.shape != img.shape[:2]:  # masks at the image's resolution; guard old runs
+                    m = np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize(img.shape[1::-1])) > 127
+                out.append((m.astype(np.float32) * float(opacity), tag))
+        return out
+
+    cols = ["tag", "accepted", "reason", "quality", "consistency_iou", "deletion_drop", "insertion_keep",
+            "cam_score", "prob", "area"]
+    scores = pd.DataFrame(index.scores(int(post_id)))
+    scores = scores[[c for c in cols if c in scores.columns]].round(3)
+    index.close()
+    return (img, anns(accepted, shown)), (img, anns(rejected, set(rejected))), scores, sorted(accepted)
+
+
+def build(state: StudioState) -> None:
+    from gaudi_engine.studio_views import pseudomask_runs
+
+    runs = pseudomask_runs(state.ws)
+    with gr.Row():
+        run = gr.Dropdown(runs, value=runs[0] if runs else None, label="Pseudo-mask run", scale=2,
+                          elem_id="pm-run")
+        refresh = gr.Button("↻ Runs", size="sm", scale=0)
+        tag = gr.Dropdown([], value=None, label="Tag", allow_custom_value=True, scale=2, elem_id="pm-tag")
+        status = gr.Radio(STATUS, value="all", label="Masks", scale=2)
+    with gr.Row():
+        field = gr.Dropdown(SCORE_FIELDS, value="quality", label="Score", scale=1)
+        lo = gr.Slider(0, 1, value=0, step=0.01, label="min", scale=2)
+        hi = gr.Slider(0, 1, value=1, step=0.01, label="max", scale=2)
+    with gr.Row():
+        with gr.Column(scale=2):
+            gallery = gr.Gallery([], label="Images", columns=5, height=560, object_fit="contain",
+                                 allow_preview=False, elem_id="pm-gallery")
+            summary = gr.Markdown("", elem_id="pm-summary")
+            with gr.Row():
+                export = gr.Button("Export accepted masks (PNG zip + COCO JSON)", size="sm")
+            files = gr.File(label="Exports", file_count="multiple", interactive=False, visible=False)
+        with gr.Column(scale=3):
+            with gr.Row():
+                prev = gr.Button("◀ Previous", size="sm", elem_id="pm-prev")
+                title = gr.Markdown("Pick an image", elem_id="pm-title")
+                nxt = gr.Button("Next ▶", size="sm", elem_id="pm-next")
+            toggles = gr.CheckboxGroup([], label="Tags shown", elem_id="pm-toggles")
+            opacity = gr.Slider(0.1, 1.0, value=0.55, step=0.05, label="Opacity")
+            overlay = gr.AnnotatedImage(label="Accepted masks", height=380, elem_id="pm-overlay")
+            with gr.Row():
+                rejected = gr.AnnotatedImage(label="Rejected masks", height=220, elem_id="pm-rejected")
+                scores = gr.Dataframe(label="Validator scores", interactive=False, elem_id="pm-scores")
+    ids = gr.State([])
+    pos = gr.State(-1)
+    filters = [run, tag, status, field, lo, hi]
+
+    @guard
+    def on_filter(r, t, s, f, a, b):
+        if not r:
+            return [], [], -1, "No pseudo-mask run yet: run *Pseudo-labels v1* in the Train tab.", gr.skip()
+        df = filtered_rows(state, r, t, s, f, a, b)
+        items, post_ids = gallery_for(state, df)
+        n_acc = int(df["accepted"].sum()) if not df.empty else 0
+        text = f"{len(post_ids)} image(s), {len(df)} mask(s): {n_acc} accepted, {len(df) - n_acc} rejected"
+        idx = _index(state, r)
+        tags = [str(row["tag"]) for row in idx.tags()]
+        idx.close()
+        return items, post_ids, -1, text, gr.update(choices=tags)
+
+    for comp in (run, status, field):
+        comp.change(on_filter, filters, [gallery, ids, pos, summary, tag])
+    tag.change(on_filter, filters, [gallery, ids, pos, summary, tag])
+    for comp in (lo, hi):
+        comp.release(on_filter, filters, [gallery, ids, pos, summary, tag])
+
+    @guard
+    def show(r, post_ids, i, shown, op, reset_toggles=True):
+        if not post_ids or i < 0:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), i
+        i = i % len(post_ids)
+        acc, rej, sc, tags = image_view(state, r, post_ids[i], None if reset_toggles else shown, op)
+        cmap = color_map(set(tags) | {t for _, t in rej[1]})
+        tog = gr.update(choices=tags, value=tags) if reset_toggles else gr.skip()
+        return (gr.update(value=acc, color_map=cmap), gr.update(value=rej, color_map=cmap), sc, tog,
+                f"**#{post_ids[i]}** ({i + 1}/{len(post_ids)})", i)
+
+    outs = [overlay, rejected, scores, toggles, title, pos]
+
+    def on_select(evt: gr.SelectData, r, post_ids, shown, op):
+        return show(r, post_ids, evt.index, shown, op)
+
+    gallery.select(on_select, [run, ids, toggles, opacity], outs)
+    prev.click(lambda r, p, i, s, o: show(r, p, i - 1, s, o), [run, ids, pos, toggles, opacity], outs)
+    nxt.click(lambda r, p, i, s, o: show(r, p, i + 1, s, o), [run, ids, pos, toggles, opacity], outs)
+    toggles.input(lambda r, p, i, s, o: show(r, p, i, s, o, False), [run, ids, pos, toggles, opacity], outs)
+    opacity.release(lambda r, p, i, s, o: show(r, p, i, s, o, False), [run, ids, pos, toggles, opacity], outs)
+
+    def on_refresh():
+        found = pseudomask_runs(state.ws)
+        return gr.update(choices=found, value=found[0] if found else None)
+
+    refresh.click(on_refresh, None, run)
+
+    @guard
+    def on_export(r):
+        from gaudi_engine.studio_views import export_accepted
+
+        if not r:
+            raise GaudiError("pick a pseudo-mask run first")
+        out = export_accepted(state.ws.runs_dir / r, state.ws)
+        gr.Info(f"exported {out['annotations']} masks of {out['images']} images")
+        return gr.update(value=[str(out["zip"]), str(out["coco"])], visible=True)
+
+    export.click(on_export, run, files)
+
+    @guard
+    def on_show(current):
+        # runs appear while the studio is open (Train tab): look again whenever the tab is shown
+        found = pseudomask_runs(state.ws)
+        r = current if current in found else (found[0] if found else None)
+        return (gr.update(choices=found, value=r),) + tuple(on_filter(r, None, "all", "quality", 0, 1))
+
+    current_tab().select(on_show, run, [run, gallery, ids, pos, summary, tag])

@@ -1,0 +1,204 @@
+"""Train tab: Stage A, pseudo-labels v1, Stage B, round 2 and "Run all", each a job of `gaudi`
+subprocesses (JobManager). The studio first exports the manifest and tag_descriptions.json from
+the catalogue, because the subprocesses must not open the DuckDB file it holds."""
+from __future__ import annotations
+
+import functools
+import time
+
+import gradio as gr
+import pandas as pd
+
+from gaudi_engine.jobs import Step
+
+from ..state import StudioState, guard, progress_html
+
+MANIFEST = "data/manifest.csv"
+TAG_DESC = "data/tag_descriptions.json"
+MODELS = ["gaudi-lite0", "gaudi-tiny", "ViT-B-16", "ViT-B-32", "convnext_tiny"]
+ALIGN = "runs/align_s1"
+PSEUDO_V1, SEG_S1 = "runs/pseudomasks_v1", "runs/seg_s1"
+PSEUDO_V2, SEG_S2 = "runs/pseudomasks_v2", "runs/seg_s2"
+
+
+@functools.lru_cache(maxsize=None)
+def supported_flags(command: str) -> frozenset[str]:
+    """The option strings the installed `gaudi COMMAND` accepts (knobs are passed only if so)."""
+    from gaudi_engine.cli import build_parser
+
+    parser = build_parser()
+    for action in parser._subparsers._group_actions:  # argparse keeps subcommands here
+        sub = action.choices.get(command) if hasattr(action, "choices") else None
+        if sub is not None:
+            return frozenset(o for a in sub._actions for o in a.option_strings)
+    return frozenset()
+
+
+def _argv(command: str, required: dict[str, str], knobs: dict[str, object]) -> list[str]:
+    argv = [command]
+    for flag, value in required.items():
+        argv += [flag, str(value)]
+    flags = supported_flags(command)
+    for flag, value in knobs.items():
+        if value not in (None, "") and flag in flags:
+            argv += [flag, str(value)]
+    return argv
+
+
+def pipeline_steps(which: str, k: dict) -> list[Step]:
+    """The CLI calls of one button. `k`: model, pretrained, image_size, epochs, batch_size, device."""
+    common = {"--manifest": MANIFEST, "--tag-desc": TAG_DESC}
+    knobs = {"--model": k.get("model"), "--pretrained": k.get("pretrained"),
+             "--image-size": k.get("image_size"), "--epochs": k.get("epochs"),
+             "--batch-size": k.get("batch_size"), "--device": k.get("device")}
+    run_knobs = {f: v for f, v in knobs.items() if f in ("--batch-size", "--device", "--image-size")}
+    seg_knobs = {**run_knobs, "--epochs": k.get("epochs")}
+    align_ckpt = f"{ALIGN}/checkpoints/last.pt"
+    stage_a = Step("Stage A", _argv("train-align", {**common, "--out": ALIGN}, knobs))
+    pseudo1 = Step("Pseudo-labels v1", _argv("pseudolabels", {**common, "--align-ckpt": align_ckpt,
+                                                              "--out": PSEUDO_V1}, run_knobs))
+    stage_b = Step("Stage B", _argv("train-segmenter", {**common, "--pseudomasks": PSEUDO_V1,
+                                                        "--out": SEG_S1}, seg_knobs))
+    seg1 = f"{SEG_S1}/checkpoints/last.pt"
+    pseudo2 = Step("Pseudo-labels v2", _argv("pseudolabels", {**common, "--align-ckpt": align_ckpt,
+                                                              "--segmenter-ckpt": seg1, "--out": PSEUDO_V2},
+                                             run_knobs))
+    stage_b2 = Step("Stage B round 2", _argv("train-segmenter", {**common, "--pseudomasks": PSEUDO_V2,
+                                                                 "--out": SEG_S2, "--init-from": seg1}, seg_knobs))
+    return {"Stage A": [stage_a], "Pseudo-labels v1": [pseudo1], "Stage B": [stage_b],
+            "Round 2": [pseudo2, stage_b2],
+            "Run all": [stage_a, pseudo1, stage_b, pseudo2, stage_b2]}[which]
+
+
+def export_inputs(state: StudioState) -> None:
+    """Manifest + descriptions from the catalogue, for the subprocesses."""
+    from gaudi_engine.catalogue.manifest import export_manifest
+    from gaudi_engine.text.descriptions import export_json
+
+    from gaudi_engine.errors import GaudiError
+
+    n = export_manifest(state.ws, state.cat, state.ws.resolve(MANIFEST))
+    if not n:
+        raise GaudiError("no post has its image on disk yet: sync (and fetch images) in the Sync tab first")
+    export_json(state.cat, state.ws.resolve(TAG_DESC))
+
+
+def jobs_frame(state: StudioState) -> pd.DataFrame:
+    rows = []
+    for j in state.jobs.jobs()[:30]:
+        step = j.steps[j.current].name if j.steps else ""
+        pct = state.jobs.progress(j).fraction * 100 if j.status == "running" else (100 if j.status == "done" else None)
+        rows.append({"job": j.id, "title": j.title, "status": j.status,
+                     "step": f"{j.current + 1}/{len(j.steps)} {step}",
+                     "progress": f"{pct:.0f}%" if pct is not None else "",
+                     "started": time.strftime("%H:%M:%S", time.localtime(j.started)) if j.started else "",
+                     "error": j.error or ""})
+    return pd.DataFrame(rows, columns=["job", "title", "status", "step", "progress", "started", "error"])
+
+
+def runs_frame(state: StudioState) -> pd.DataFrame:
+    from gaudi_engine.studio_views import list_runs
+
+    return pd.DataFrame(list_runs(state.ws), columns=["run", "kind", "checkpoints", "modified", "metrics"])
+
+
+def metrics_frame(view) -> pd.DataFrame:
+    """Loss (and other metric) rows of a job for the plot: one line per stage."""
+    rows = []
+    for i, m in enumerate(view.metrics):
+        step = m.get("step", i)
+        for key in ("loss", "val_loss"):
+            if isinstance(m.get(key), (int, float)):
+                rows.append({"step": step, "value": float(m[key]), "series": f"{m.get('stage', '')} {key}"})
+    return pd.DataFrame(rows, columns=["step", "value", "series"])
+
+
+def build(state: StudioState) -> None:
+    with gr.Row():
+        with gr.Column(scale=1, min_width=300):
+            model = gr.Dropdown(MODELS, value="gaudi-lite0", label="Model", allow_custom_value=True,
+                                elem_id="train-model")
+            pretrained = gr.Textbox("", label="Pretrained (open_clip tag or local file; empty = model default)")
+            with gr.Row():
+                image_size = gr.Number(128, label="Image size", precision=0, minimum=32, elem_id="train-size")
+                epochs = gr.Number(3, label="Epochs", precision=0, minimum=1, elem_id="train-epochs")
+            with gr.Row():
+                batch_size = gr.Number(32, label="Batch size", precision=0, minimum=1, elem_id="train-batch")
+                device = gr.Dropdown(["cpu", "cuda", "auto"], value="cpu", label="Device")
+            with gr.Row():
+                btn_a = gr.Button("Stage A", size="sm")
+                btn_p = gr.Button("Pseudo-labels v1", size="sm")
+                btn_b = gr.Button("Stage B", size="sm")
+                btn_r = gr.Button("Round 2", size="sm")
+            run_all = gr.Button("Run all", variant="primary", elem_id="train-run-all")
+            cancel = gr.Button("Cancel running job", variant="stop", elem_id="train-cancel")
+        with gr.Column(scale=2):
+            bar = gr.HTML(progress_html(0, "no job"), elem_id="train-progress")
+            status = gr.Markdown("", elem_id="train-status")
+            plot = gr.LinePlot(metrics_frame(_empty_view()), x="step", y="value", color="series",
+                               title="Loss", height=260, elem_id="train-plot")
+            logs = gr.Textbox(label="Log (tail)", lines=10, max_lines=10, interactive=False,
+                              autoscroll=True, elem_id="train-log")
+    queue = gr.Dataframe(jobs_frame(state), label="Jobs (one at a time; queued ones wait)",
+                         interactive=False, elem_id="train-jobs")
+    runs = gr.Dataframe(runs_frame(state), label="Runs and checkpoints", interactive=False,
+                        elem_id="train-runs")
+    timer = gr.Timer(1.0)
+    knobs = [model, pretrained, image_size, epochs, batch_size, device]
+
+    def submitter(which: str):
+        @guard
+        def submit(m, p, size, ep, bs, dev):
+            k = {"model": m, "pretrained": p.strip(), "image_size": int(size) if size else None,
+                 "epochs": int(ep) if ep else None, "batch_size": int(bs) if bs else None,
+                 "device": None if dev == "auto" else dev}
+            job = state.jobs.submit(which, pipeline_steps(which, k), prepare=lambda: export_inputs(state))
+            gr.Info(f"queued {which} ({job.id})")
+            return jobs_frame(state)
+        return submit
+
+    for btn, which in ((btn_a, "Stage A"), (btn_p, "Pseudo-labels v1"), (btn_b, "Stage B"),
+                       (btn_r, "Round 2"), (run_all, "Run all")):
+        btn.click(submitter(which), knobs, queue)
+
+    def on_cancel():
+        job = state.jobs.running() or next(iter(state.jobs.queued()), None)
+        if job is None:
+            gr.Info("no job is running")
+        else:
+            state.jobs.cancel(job.id)
+            gr.Info(f"cancelling {job.title}")
+
+    cancel.click(on_cancel, None, None)
+
+    shown = gr.State("")  # what this page shows already: redraw plot/tables only on change
+
+    def tick(last: str):
+        # the job shown: the running one, else the most recent
+        job = state.jobs.running() or next(iter(state.jobs.jobs()), None)
+        runs_df, jobs_df = runs_frame(state), jobs_frame(state)
+        if job is None:
+            return progress_html(0, "no job"), "", gr.skip(), "", jobs_df, runs_df, last
+        view = state.jobs.progress(job)
+        step = job.steps[job.current]
+        text = f"{job.title} · {step.name} · {view.stage} {view.done}/{view.total or '?'}"
+        msg = f"**{job.title}** — {job.status}"
+        if job.error:
+            msg += f"  \n⚠️ {job.error}"
+        q = state.jobs.queued()
+        if q:
+            msg += f"  \nQueued: {', '.join(j.title for j in q)}"
+        key = f"{job.id}:{len(view.metrics)}:{jobs_df.to_json()}:{runs_df.to_json()}"
+        if key == last:
+            return (progress_html(view.fraction, text, job.status), msg, gr.skip(),
+                    state.jobs.log_tail(job), gr.skip(), gr.skip(), last)
+        return (progress_html(view.fraction, text, job.status), msg, metrics_frame(view),
+                state.jobs.log_tail(job), jobs_df, runs_df, key)
+
+    timer.tick(tick, shown, [bar, status, plot, logs, queue, runs, shown], show_progress="hidden")
+
+
+def _empty_view():
+    from gaudi_engine.jobs import ProgressView
+
+    return ProgressView()

@@ -1,0 +1,163 @@
+"""Unit tests of the pseudo-labeller's parts, with no trained model."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from gaudi_engine.errors import GaudiError
+from gaudi_engine.metrics import IoUAccumulator, mask_iou
+from gaudi_engine.pseudo import affinity, regions
+from gaudi_engine.pseudo.cam import competitive_softmax, competitor_matrix, containment, cooccurrence, estimate_nesting
+from gaudi_engine.pseudo.index import PseudoMaskIndex
+from gaudi_engine.pseudo.pipeline import INDEX_COLUMNS, parse_shard, shard_records, tag_filename
+from gaudi_engine.pseudo.validators import ValidatorConfig, mean_pairwise_iou, validate_image
+
+
+def test_metrics_dataset_level():
+    acc = IoUAccumulator()
+    a = np.zeros((4, 4), bool)
+    a[:2] = True
+    acc.add("sky", a, a)
+    acc.add("sky", np.zeros((4, 4), bool), a)  # I=8, U=16 in total -> 0.5 (not mean of 1 and 0)
+    acc.add("sun", a, ~a)
+    assert acc.per_tag() == {"sky": 0.5, "sun": 0.0}
+    assert acc.miou() == 0.25
+    assert mask_iou(a, a) == 1.0
+
+
+def test_nesting_competition():
+    tags = ["1girl", "dress", "sky"]
+    comp = competitor_matrix(tags, "nesting", {("dress", "1girl")})
+    assert not comp[1, 0] and not comp[0, 1]  # dress and 1girl never fight
+    assert comp[1, 2] and comp[2, 0] and not comp[0, 0]
+    assert not competitor_matrix(tags, "background", set()).any()
+    assert competitor_matrix(tags, "all", set()).sum() == 6
+    # a dress pixel: 1girl and dress both high; sky low. Nesting keeps both near 1.
+    sim = torch.tensor([0.8, 0.8, 0.0]).view(1, 3, 1, 1)
+    bg = torch.tensor([0.0]).view(1, 1, 1, 1)
+    p_nest = competitive_softmax(sim, bg, comp, 10.0).flatten()
+    p_all = competitive_softmax(sim, bg, competitor_matrix(tags, "all", set()), 10.0).flatten()
+    assert p_nest[0] > 0.99 and p_nest[1] > 0.99
+    assert p_all[0] < 0.51 and p_all[1] < 0.51
+
+
+def test_cooccurrence_and_containment():
+    lists = [["1girl", "dress"]] * 5 + [["1girl"]] * 5 + [["ocean", "beach"]] * 5
+    co = cooccurrence(lists)
+    assert co[("dress", "1girl")] == 1.0 and co[("1girl", "dress")] == 0.5
+    inner = np.zeros((10, 10))
+    inner[3:6, 3:6] = 1
+    outer = np.zeros((10, 10))
+    outer[2:8, 2:8] = 1
+    side = np.zeros((10, 10))
+    side[6:, :] = 1
+    ov = {("dress", "1girl"): containment(inner, outer), ("ocean", "beach"): containment(side, outer),
+          ("beach", "ocean"): 0.0}
+    assert estimate_nesting(co, ov) == {("dress", "1girl")}
+
+
+def test_affinity_propagation():
+    feats = torch.zeros(1, 4, 8, 8)
+    feats[:, 0, :, :4] = 1  # two feature regions: left and right
+    feats[:, 1, :, 4:] = 1
+    aff = affinity.local_affinity(feats, radius=1, beta=20.0)
+    assert torch.allclose(aff.sum(1), torch.ones(1, 64), atol=1e-5)
+    cam = torch.zeros(1, 1, 8, 8)
+    cam[..., 2, 1] = 1.0  # a seed on the left
+    out = affinity.refine(cam, feats, radius=1, beta=20.0, iters=6, dilations=(1,))
+    assert out[..., :, :4].sum() > 0.99 * out.sum()  # the mass stays on its own side
+    assert (out[..., :, :4] > 0).sum() > 4  # and spreads within it
+    flat = affinity.refine(torch.full((1, 2, 8, 8), 0.3), feats)
+    assert torch.allclose(flat, torch.full_like(flat, 0.3), atol=1e-5)
+
+
+def test_regions_follow_edges():
+    img = np.zeros((48, 48, 3), np.uint8)
+    img[:, :20] = (200, 40, 40)
+    img[:, 20:] = (40, 40, 200)
+    labels = regions.superpixels(img, "slic")
+    score = np.zeros((48, 48), np.float32)
+    score[:, :24] = 0.8  # a blurry CAM that leaks 4 px over the true edge at x=20
+    mask, smooth, t = regions.regions_mask(score, labels)
+    gt = np.zeros((48, 48), bool)
+    gt[:, :20] = True
+    assert mask_iou(mask, gt) > mask_iou(score > 0.5, gt)
+    assert 0.3 <= t <= 0.7
+    assert regions.superpixels(img, "felzenszwalb").max() >= 1
+    with pytest.raises(ValueError):
+        regions.superpixels(img, "nope")
+
+
+def test_validators_with_fake_classifier():
+    # the "classifier" sees the tag iff the left half is still red
+    x = torch.zeros(3, 32, 32)
+    x[0, :, :16] = 1.0
+
+    def score_fn(batch):
+        return batch[:, 0, :, :16].mean((1, 2)).clamp(0, 1).unsqueeze(1)
+
+    good = np.zeros((32, 32), bool)
+    good[:, :16] = True
+    bad = np.zeros((32, 32), bool)
+    bad[:, 16:] = True
+    cfg = ValidatorConfig()
+    views = np.stack([good, good])
+    r_good = validate_image(x, {"red": good}, {"red": views}, ["red"], score_fn, cfg)["red"]
+    r_bad = validate_image(x, {"red": bad}, {"red": np.stack([bad, good])}, ["red"], score_fn, cfg)["red"]
+    assert r_good["accepted"], r_good["reason"]
+    assert r_good["deletion_drop"] > 0.8 and r_good["insertion_keep"] > 0.8
+    assert not r_bad["accepted"]
+    assert "deletion-no-drop" in r_bad["reason"] and "unstable" in r_bad["reason"]
+    assert mean_pairwise_iou(np.stack([good, bad])) == 0.0
+
+
+def test_region_level_trims_useless_part():
+    x = torch.zeros(3, 32, 32)
+    x[0, :10, :10] = 1.0
+
+    def score_fn(batch):
+        return batch[:, 0, :10, :10].mean((1, 2)).clamp(0, 1).unsqueeze(1)
+
+    m = np.zeros((32, 32), bool)
+    m[:10, :10] = True
+    m[20:30, 20:30] = True  # a second part that does not matter to the tag
+    r = validate_image(x, {"t": m}, {"t": np.stack([m, m])}, ["t"], score_fn, ValidatorConfig())["t"]
+    assert r["parts"] == 2 and r["parts_rejected"] == 1
+    assert not r["mask"][25, 25] and r["mask"][5, 5] and r["rejected_mask"][25, 25]
+
+
+def test_shards_and_names():
+    recs = [{"post_id": i} for i in range(10, 0, -1)]
+    parts = [shard_records(recs, (i, 3)) for i in range(3)]
+    assert sorted(r["post_id"] for p in parts for r in p) == list(range(1, 11))
+    assert [r["post_id"] for r in parts[0]] == [1, 2, 3]
+    # sub-shards of shard 1/2 (workers) are exactly shard 1/2
+    sub = shard_records(recs, (2, 4)) + shard_records(recs, (3, 4))
+    assert sub == shard_records(recs, (1, 2))
+    assert parse_shard("1/4") == (1, 4)
+    for bad in ("4/4", "x", "1/0"):
+        with pytest.raises(GaudiError):
+            parse_shard(bad)
+    assert tag_filename("long_hair") == "long_hair.png"
+    assert "/" not in tag_filename("/\\/\\") and tag_filename(":d") != ":d.png"
+
+
+def test_index_queries(tmp_path):
+    rows = []
+    for pid in (1, 2, 3):
+        for tag, acc, q in (("sky", True, 0.9), ("sun", pid != 2, 0.2 * pid)):
+            rows.append({c: None for c in INDEX_COLUMNS} | {"post_id": pid, "tag": tag, "accepted": acc,
+                                                               "quality": q, "area": 0.1, "reason": "ok",
+                                                               "mask_path": f"masks/{pid}/{tag}.png"})
+    pd.DataFrame(rows, columns=INDEX_COLUMNS).to_parquet(tmp_path / "index.parquet")
+    idx = PseudoMaskIndex(tmp_path)
+    tags = {t["tag"]: t for t in idx.tags()}
+    assert tags["sun"]["masks"] == 3 and tags["sun"]["accepted"] == 2
+    assert list(idx.query(tag="sun", accepted=True)["post_id"]) == [1, 3]
+    assert list(idx.query(score_min=0.5, order="-score")["post_id"]) == [1, 2, 3, 3]
+    assert len(idx.scores(2)) == 2
+    assert idx.posts(tag="sun", accepted=False) == [2]
+    with pytest.raises(GaudiError):
+        idx.query(score="nope")
+    with pytest.raises(GaudiError):
+        PseudoMaskIndex(tmp_path / "missing")

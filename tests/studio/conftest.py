@@ -1,0 +1,158 @@
+"""The studio under test: `launch.py --demo` as a subprocess on a free port over a small workspace
+whose demo booru serves 24 SynthBooru scenes and whose catalogue starts EMPTY (the Sync test fills
+it). A tiny gaudi-tiny/64 px pipeline (Stage A -> pseudo-masks -> Stage B) is built with the CLI
+in the background, once per session, for the Pseudo-masks / Playground / API tests."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT, gaudi_env, run_gaudi_cmd
+
+N_SCENES = 24
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+TINY = ["--model", "gaudi-tiny", "--image-size", "64", "--epochs", "1", "--batch-size", "8", "--device", "cpu"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cli_has(command: str) -> bool:
+    from gaudi_engine.cli import build_parser
+
+    parser = build_parser()
+    return any(command in getattr(a, "choices", {}) or {} for a in parser._subparsers._group_actions)
+
+
+class Pipeline:
+    """Builds runs/align_t0, runs/pseudomasks_t0, runs/seg_t0 in a thread; `.wait()` for them."""
+
+    def __init__(self, ws: Path):
+        self.ws, self.error, self.missing = ws, None, None
+        self._thread = threading.Thread(target=self._build, daemon=True)
+        if not cli_has("train-align"):
+            self.missing = "`gaudi train-align` is not available yet"
+        else:
+            self._thread.start()
+
+    def _build(self) -> None:
+        src = "demo_source"
+        common = ["--manifest", f"{src}/manifest.csv", "--tag-desc", f"{src}/tag_descriptions.json"]
+        steps = [
+            ["train-align", *common, "--out", "runs/align_t0", *TINY],
+            ["pseudolabels", *common, "--align-ckpt", "runs/align_t0/checkpoints/last.pt",
+             "--out", "runs/pseudomasks_t0", "--device", "cpu"],
+            ["train-segmenter", *common, "--pseudomasks", "runs/pseudomasks_t0", "--out", "runs/seg_t0",
+             "--epochs", "1", "--batch-size", "8", "--device", "cpu"],
+        ]
+        for argv in steps:
+            rc, out, err = run_gaudi_cmd("--workspace", str(self.ws), *argv, timeout=400, cwd=self.ws)
+            if rc != 0:
+                self.error = f"gaudi {argv[0]} failed ({rc}): {err.strip()[-500:]}"
+                return
+
+    def wait(self) -> None:
+        if self.missing:
+            pytest.skip(self.missing)
+        self._thread.join(600)
+        if self.error:
+            pytest.fail(self.error)
+
+
+@pytest.fixture(scope="session")
+def studio_ws(tmp_path_factory) -> Path:
+    from gaudi_engine import synth
+
+    ws = tmp_path_factory.mktemp("studio") / "ws"
+    synth.generate(ws / "demo_source", N_SCENES, seed=0, size=(64, 80))
+    # The demo is "built" (source present) but nothing synced yet: the Sync test does that.
+    (ws / "demo.json").write_text(json.dumps({"n": N_SCENES, "counts": {}}))
+    return ws
+
+
+@pytest.fixture(scope="session")
+def pipeline(studio_ws) -> Pipeline:
+    return Pipeline(studio_ws)
+
+
+@pytest.fixture(scope="session")
+def studio(studio_ws, pipeline):
+    """(base URL, workspace) of a running studio; its log is saved to test-artifacts/."""
+    port = free_port()
+    ARTIFACTS.mkdir(exist_ok=True)
+    log = open(ARTIFACTS / "studio_server.log", "w")
+    env = gaudi_env({"GRADIO_ANALYTICS_ENABLED": "False"})
+    proc = subprocess.Popen([sys.executable, str(REPO_ROOT / "launch.py"), "--workspace", str(studio_ws),
+                             "--demo", "--port", str(port)], cwd=REPO_ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/"
+    t0 = time.time()
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None or time.time() - t0 > 90:
+                proc.kill()
+                pytest.fail("the studio did not start: " + (ARTIFACTS / "studio_server.log").read_text()[-2000:])
+            time.sleep(0.5)
+    yield url, studio_ws
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM} (make browser installs Debian's chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, studio):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = ctx.new_page()
+    pg.set_default_timeout(30_000)
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.goto(studio[0])
+    pg.wait_for_selector("#sync-gallery")
+    pg.js_errors = errors
+    yield pg
+    ctx.close()
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"studio_{name}.png"), full_page=True)
+
+
+def copy_sample(ws: Path, dest: Path) -> Path:
+    src = sorted((ws / "demo_source" / "images").glob("*.png"))[0]
+    shutil.copy(src, dest)
+    return dest

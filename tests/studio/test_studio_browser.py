@@ -1,0 +1,168 @@
+"""The studio in a real browser (Playwright driving Debian Chromium, headless) and through
+gradio_client. Tests run in file order on one studio: the Sync test fills the catalogue the later
+ones use. Screenshots of every tab land in test-artifacts/."""
+from __future__ import annotations
+
+import re
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+from .conftest import N_SCENES, copy_sample, shot
+
+TABS = ["Sync", "Descriptions", "Train", "Pseudo-masks", "Playground"]
+
+
+def open_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name, exact=True).click()
+    page.wait_for_timeout(600)
+
+
+def cells(page, table: str) -> list[str]:
+    """The visible cells of a gr.Dataframe, row by row (Gradio 6 renders a virtual grid)."""
+    return [c.inner_text().strip() for c in page.locator(f"{table} [role=gridcell]").all()]
+
+
+def no_error_toast(page) -> None:
+    toasts = page.locator(".toast-body.error, .toast-wrap .error")
+    assert toasts.count() == 0, toasts.first.inner_text()
+
+
+def test_every_tab_renders(page):
+    assert [t.inner_text().strip() for t in page.get_by_role("tab").all()] == TABS
+    for name in TABS:
+        open_tab(page, name)
+        no_error_toast(page)
+        shot(page, f"empty_{name.lower()}")
+    assert page.js_errors == []
+
+
+def test_sync_from_the_test_booru_fills_the_grid(page):
+    assert cells(page, "#sync-counts")[0] == "0"  # empty catalogue
+    assert page.locator("#sync-source input[value='Demo booru']").is_checked()
+    page.locator("#sync-start").click()
+    page.wait_for_function(
+        f"document.querySelectorAll('#sync-gallery img').length >= {N_SCENES}", timeout=60_000)
+    page.wait_for_selector("#sync-status:has-text('done')")
+    page.wait_for_function(f"document.querySelector('#sync-counts [data-testid=cell-0-0]').innerText.trim() == '{N_SCENES}'")
+    assert cells(page, "#sync-counts")[:2] == [str(N_SCENES), str(N_SCENES)]  # posts, images ok
+    caption = page.locator("#sync-gallery").inner_text()
+    assert re.search(r"#\d+ .*(sky|grass|1girl)", caption)  # captions carry general tags
+    assert page.locator("#sync-progress [data-pct='100']").count() == 1
+    shot(page, "sync")
+
+
+def test_description_edit_persists(page, studio):
+    open_tab(page, "Descriptions")
+    page.locator("#desc-search textarea, #desc-search input").first.fill("sky")
+    page.wait_for_timeout(800)
+    page.locator("#desc-table").get_by_text("sky", exact=True).first.click()
+    assert page.locator("#desc-tag textarea, #desc-tag input").first.input_value() == "sky"
+    texts = "the open sky above the horizon\nblue or orange sky behind everything"
+    page.locator("#desc-texts textarea").fill(texts)
+    page.locator("#desc-save").click()
+    page.wait_for_selector("#desc-status:has-text('Saved 2 description(s)')")
+    page.reload()
+    page.wait_for_selector("#sync-gallery")
+    open_tab(page, "Descriptions")
+    page.locator("#desc-search textarea, #desc-search input").first.fill("sky")
+    page.wait_for_timeout(800)
+    row = page.locator("#desc-table .virtual-row", has_text="sky").first
+    assert "user" in row.inner_text()
+    page.locator("#desc-table").get_by_text("sky", exact=True).first.click()
+    page.wait_for_function("document.querySelector('#desc-texts textarea').value.length > 0")
+    assert page.locator("#desc-texts textarea").input_value() == texts
+    shot(page, "descriptions")
+
+
+def test_training_job_reaches_100_percent_with_a_loss_plot(page, pipeline):
+    if pipeline.missing:
+        pytest.skip(pipeline.missing)
+    open_tab(page, "Train")
+    page.locator("#train-model input").fill("gaudi-tiny")
+    page.locator("#train-model input").press("Enter")
+    for elem, value in (("#train-size", "64"), ("#train-epochs", "1"), ("#train-batch", "8")):
+        page.locator(f"{elem} input").fill(value)
+    page.get_by_role("button", name="Stage A", exact=True).click()
+    page.wait_for_selector("#train-jobs:has-text('Stage A')")
+    page.wait_for_selector("#train-progress [data-pct='100']", timeout=240_000)
+    page.wait_for_selector("#train-jobs:has-text('done')")
+    # the loss plot draws marks (Vega renders an SVG/canvas with a legend entry per series)
+    page.wait_for_selector("#train-plot canvas, #train-plot svg")
+    assert "loss" in page.locator("#train-plot").inner_text()
+    assert "runs/align_s1/checkpoints" in page.locator("#train-runs").inner_text()
+    shot(page, "train")
+
+
+def test_pseudo_mask_browser_shows_overlay_and_scores(page, pipeline):
+    pipeline.wait()
+    open_tab(page, "Pseudo-masks")
+    page.wait_for_function("document.querySelectorAll('#pm-gallery img').length > 0", timeout=30_000)
+    page.locator("#pm-gallery img").first.click()
+    page.wait_for_selector("#pm-title:has-text('#')")
+    overlay = page.locator("#pm-overlay")
+    overlay.locator("img").first.wait_for()
+    assert page.locator("#pm-scores").inner_text().count("quality") == 1
+    rows = page.locator("#pm-scores .virtual-row").count()
+    assert rows >= 1
+    before = page.locator("#pm-title").inner_text()
+    page.locator("#pm-next").click()
+    page.wait_for_function(f"!document.querySelector('#pm-title').innerText.includes({before!r})")
+    shot(page, "pseudo_masks")
+
+
+def test_playground_upload_shows_one_mask_per_tag(page, pipeline, studio, tmp_path):
+    pipeline.wait()
+    img = copy_sample(studio[1], tmp_path / "upload.png")
+    open_tab(page, "Playground")
+    page.locator("#pg-image input[type=file]").set_input_files(str(img))
+    tags = page.locator("#pg-tags input")
+    for t in ("sky", "grass"):
+        tags.fill(t)
+        tags.press("Enter")
+    page.locator("#pg-run").click()
+    page.wait_for_function("document.querySelectorAll('#pg-table .virtual-row').length == 2", timeout=60_000)
+    table = page.locator("#pg-table").inner_text()
+    assert "sky" in table and "grass" in table
+    legend = page.locator("#pg-overlay").inner_text()
+    assert "sky" in legend and "grass" in legend
+    no_error_toast(page)
+    shot(page, "playground")
+
+
+def test_gradio_client_infer_returns_a_mask_per_tag(studio, pipeline, tmp_path):
+    pipeline.wait()
+    from gradio_client import Client, handle_file
+    from PIL import Image
+
+    from gaudi_engine import rle
+
+    img = copy_sample(studio[1], tmp_path / "api.png")
+    client = Client(studio[0], verbose=False)
+    overlay, result = client.predict(handle_file(str(img)), "sky grass 1girl", api_name="/infer")
+    w, h = Image.open(img).size
+    assert [t["tag"] for t in result["tags"]] == ["sky", "grass", "1girl"]
+    assert (result["width"], result["height"]) == (w, h)
+    for t in result["tags"]:
+        m = rle.decode(t["mask"])
+        assert m.shape == (h, w) and int(m.sum()) == t["area"]
+    assert Image.open(overlay).size == (w, h)
+    assert not np.array_equal(np.asarray(Image.open(overlay).convert("RGB")), np.asarray(Image.open(img).convert("RGB")))
+
+
+def _status(url: str) -> int:
+    try:
+        return urllib.request.urlopen(url, timeout=10).status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_files_outside_the_workspace_are_not_served(studio):
+    url, ws = studio
+    inside = sorted((ws / "demo_source" / "images").glob("*.png"))[0]
+    assert _status(f"{url}gradio_api/file={inside}") == 200
+    assert _status(f"{url}gradio_api/file=/etc/passwd") == 403
+    assert _status(f"{url}gradio_api/file={ws / 'data' / 'catalogue.duckdb'}") == 403
+    assert _status(f"{url}gradio_api/file={ws}/../../../../etc/hostname") == 403
