@@ -188,8 +188,8 @@ def _train_align(work: Path, manifest, desc, model, image_size, epochs, batch_si
     from ..train import align as stage_a
 
     out = work / "align_s1"
-    stage_a.train_align(manifest=manifest, tag_desc=desc, out=out, epochs=epochs, batch_size=batch_size,
-                        model=model, image_size=image_size, device=device, seed=seed)
+    stage_a.train_align(manifest, desc, out, model_name=model, epochs=epochs, batch_size=batch_size,
+                        image_size=image_size, device=device, seed=seed)
     return out / "checkpoints" / "last.pt"
 
 

@@ -38,35 +38,84 @@ def counts(cat) -> dict[str, Any]:
     }
 
 
-def latest_posts(cat, limit: int = 48, tag: str | None = None, offset: int = 0,
-                 with_image: bool = False) -> list[dict[str, Any]]:
-    """The newest posts (by id, imports included) for the studio's grid, optionally only those
-    carrying general tag `tag`, optionally only those whose image is downloaded.
-    Each: id, image_path (relative to the workspace, None if not downloaded), tags (list),
-    rating, width, height, md5, is_deleted."""
+def _candidate_ids(cat, tag: str | None, below: int | None, n: int, offset: int = 0) -> list[int]:
+    """Post ids, newest first, optionally with general tag `tag` and below id `below`.
+    Driven by a top-N over one table (no join): fast at 1M posts / 25M post_tags."""
+    table, col = ("post_tags", "post_id") if tag else ("posts", "id")
     where, params = [], []
     if tag:
-        where.append("p.id IN (SELECT post_id FROM post_tags WHERE tag = ?)")
-        params.append(tag.strip().lower().replace(" ", "_"))
-    if with_image:
-        where.append("m.status = 'ok'")
-    sql = f"""
-        SELECT p.id, CASE WHEN m.status = 'ok' THEN m.path END, p.rating, p.width, p.height,
-               p.md5, p.is_deleted
-        FROM posts p LEFT JOIN media m ON m.md5 = p.md5
-        {"WHERE " + " AND ".join(where) if where else ""}
-        ORDER BY p.id DESC LIMIT ? OFFSET ?"""
-    rows = cat.fetchall(sql, [*params, int(limit), int(offset)])
-    if not rows:
+        where.append("tag = ?")
+        params.append(tag)
+    if below is not None:
+        where.append(f"{col} < ?")
+        params.append(below)
+    sql = (f"SELECT {col} FROM {table} {'WHERE ' + ' AND '.join(where) if where else ''} "
+           f"ORDER BY {col} DESC LIMIT ? OFFSET ?")
+    return [r[0] for r in cat.fetchall(sql, [*params, int(n), int(offset)])]
+
+
+def _ok_paths(cat, md5s: list[str]) -> dict[str, str]:
+    md5s = sorted({m for m in md5s if m})
+    out: dict[str, str] = {}
+    for i in range(0, len(md5s), 1000):
+        chunk = md5s[i:i + 1000]
+        out.update(cat.fetchall(
+            f"SELECT md5, path FROM media WHERE status = 'ok' AND md5 IN ({', '.join('?' * len(chunk))})",
+            chunk))
+    return out
+
+
+def _details(cat, ids: list[int]) -> dict[int, tuple]:
+    if not ids:
+        return {}
+    id_list = ", ".join(str(int(i)) for i in ids)  # ints only: safe to inline, and fastest
+    return {r[0]: r for r in cat.fetchall(
+        f"SELECT id, md5, rating, width, height, is_deleted FROM posts WHERE id IN ({id_list})")}
+
+
+def latest_posts(cat, limit: int = 48, tag: str | None = None, offset: int = 0,
+                 with_image: bool = False) -> list[dict[str, Any]]:
+    """The newest posts (by id; imports, with ids >= 2^40, come first) for the studio's grid,
+    optionally only those carrying general tag `tag`, optionally only those whose image is
+    downloaded. Each: id, image_path (relative to the workspace, None if not downloaded),
+    tags (sorted list), rating, width, height, md5, is_deleted."""
+    tag = tag.strip().lower().replace(" ", "_") if tag else None
+    limit, offset = max(0, int(limit)), max(0, int(offset))
+    if not with_image:
+        ids = _candidate_ids(cat, tag, None, limit, offset)
+        details = _details(cat, ids)
+        paths = _ok_paths(cat, [details[i][1] for i in ids if i in details])
+    else:
+        # walk back through the ids in growing batches until enough have an image on disk
+        ids, details, paths = [], {}, {}
+        need, below, batch = offset + limit, None, max(256, 4 * (offset + limit))
+        while len(ids) < need:
+            cand = _candidate_ids(cat, tag, below, batch)
+            if not cand:
+                break
+            d = _details(cat, cand)
+            ok = _ok_paths(cat, [row[1] for row in d.values()])
+            for i in cand:
+                if i in d and d[i][1] in ok:
+                    ids.append(i)
+                    details[i] = d[i]
+                    paths[d[i][1]] = ok[d[i][1]]
+            below, batch = cand[-1], min(batch * 2, 65536)
+        ids = ids[offset:need]
+    ids = [i for i in ids if i in details]
+    if not ids:
         return []
-    ids = [r[0] for r in rows]
-    tag_rows = cat.fetchall(
-        "SELECT post_id, list(tag ORDER BY tag) FROM post_tags WHERE post_id IN "
-        f"(SELECT unnest(?::BIGINT[])) GROUP BY post_id", [ids])
-    tags_of = {pid: list(tags) for pid, tags in tag_rows}
-    return [{"id": pid, "image_path": path, "tags": tags_of.get(pid, []), "rating": rating,
-             "width": w, "height": h, "md5": md5, "is_deleted": bool(deleted)}
-            for pid, path, rating, w, h, md5, deleted in rows]
+    id_list = ", ".join(str(i) for i in ids)
+    tags_of = {pid: list(tags) for pid, tags in cat.fetchall(
+        f"SELECT post_id, list(tag ORDER BY tag) FROM post_tags WHERE post_id IN ({id_list}) "
+        f"GROUP BY post_id")}
+    out = []
+    for pid in ids:
+        _, md5, rating, w, h, deleted = details[pid]
+        out.append({"id": pid, "image_path": paths.get(md5), "tags": tags_of.get(pid, []),
+                    "rating": rating, "width": w, "height": h, "md5": md5,
+                    "is_deleted": bool(deleted)})
+    return out
 
 
 def post_image_path(ws, cat, post_id: int) -> Path | None:

@@ -25,9 +25,12 @@ class JobStore:
 
     def __init__(self, out_dir: str | Path):
         self.dir = Path(out_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._lock_fh = open(self.dir / ".lock", "w")
+        except OSError as exc:
+            raise GaudiError(f"cannot use {self.dir} as the output folder: {exc.strerror}") from None
         self._lock = threading.Lock()
-        self._lock_fh = open(self.dir / ".lock", "w")
         try:
             fcntl.flock(self._lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -200,3 +200,74 @@ def freeze_unused(model: torch.nn.Module, sample: dict, loss_fn) -> list[str]:
             frozen.append(name)
     model.zero_grad(set_to_none=True)
     return frozen
+
+
+def _set_epoch(self, epoch: int) -> None:
+    self.epoch = int(epoch)
+
+
+SegmenterDataset.set_epoch = _set_epoch
+
+DEFAULTS = {"epochs": 10, "batch_size": 16, "lr": 1e-3, "trunk_lr_scale": 0.3, "dec_dim": 64}
+
+
+def train_segmenter(manifest, tag_desc, pseudomasks, out, epochs: int | None = None, *, init_from=None,
+                    gt_masks=None, batch_size: int | None = None, lr: float | None = None, device: str = "auto",
+                    resume: bool = False, seed: int = 0, workers: int = 0, max_steps: int | None = None,
+                    log_every: int = 10, targets_cfg: SegTargetsConfig | None = None) -> dict:
+    """Stage B through the shared loop; returns its summary (checkpoint = out/checkpoints/last.pt)."""
+    from ..models.checkpoint import load_align
+    from ..models.segmenter import TextSegmenter, segmenter_payload
+    from ..pseudo.pipeline import TagTexts
+    from .data import build_vocab, load_tag_descriptions, read_manifest
+    from .loop import TrainConfig, saved_config, train_loop
+
+    tcfg = targets_cfg or SegTargetsConfig()
+    extra = {"manifest": str(manifest), "tag_desc": str(tag_desc) if tag_desc else None,
+             "pseudomasks": str(pseudomasks) if pseudomasks else None, "gt_masks": str(gt_masks) if gt_masks else None,
+             "init_from": str(init_from) if init_from else None, "targets": asdict(tcfg),
+             "trunk_lr_scale": DEFAULTS["trunk_lr_scale"], "dec_dim": DEFAULTS["dec_dim"]}
+    if resume:
+        saved = saved_config(out)
+        if saved is None:
+            raise GaudiError(f"--resume: no checkpoint at {Path(out) / 'checkpoints' / 'last.pt'}")
+        extra = dict(saved.get("extra") or extra)
+        tcfg = SegTargetsConfig(**extra["targets"])
+    if not extra["init_from"]:
+        cfg_path = Path(extra["pseudomasks"] or "") / "config.json"
+        if not cfg_path.is_file():
+            raise GaudiError("pass --init-from ALIGN_CKPT (the pseudo-mask run does not say which align model it used)")
+        extra["init_from"] = json.loads(cfg_path.read_text())["align_ckpt"]
+    cfg = TrainConfig(out=str(out), epochs=epochs or DEFAULTS["epochs"], batch_size=batch_size or DEFAULTS["batch_size"],
+                      lr=lr or DEFAULTS["lr"], device=device, seed=seed, workers=workers, resume=resume,
+                      log_every=log_every, max_steps=max_steps, stage="train-segmenter", extra=extra)
+    records = read_manifest(extra["manifest"])
+    bundle = load_align(extra["init_from"], "cpu")
+    descriptions = {**(bundle.descriptions or {}), **load_tag_descriptions(extra["tag_desc"])}
+    vocab = list(dict.fromkeys(list(bundle.vocab) + build_vocab(records)))
+    torch.manual_seed(seed)
+    texts = TagTexts(bundle.model, bundle.vocab, bundle.text_emb, descriptions)
+    text_emb = texts.get(vocab).detach().cpu()
+    model = TextSegmenter(bundle.model, dec_dim=int(extra["dec_dim"]))
+    size = int(bundle.preprocess.get("image_size", 160))
+    targets = build_targets(records, size, Path(extra["pseudomasks"]) if extra["pseudomasks"] else None,
+                            Path(extra["gt_masks"]) if extra["gt_masks"] else None, tcfg)
+    n_pos = sum(len(v) for v in targets.values())
+    if n_pos == 0:
+        raise GaudiError("no accepted masks to train on (every pseudo-mask was rejected?)")
+    dataset = SegmenterDataset(records, targets, vocab, bundle.preprocess, tcfg, train=True, seed=seed)
+    loss_fn = make_loss_fn(text_emb, tcfg.dice_weight)
+    sample = torch.utils.data.default_collate([dataset[0]])
+    model.train()
+    freeze_unused(model, sample, loss_fn)
+    base = {"kind": "align", **bundle.model.export_config(), "vocab": vocab, "text_emb": text_emb,
+            "descriptions": descriptions}
+    trunk_scale = float(extra["trunk_lr_scale"])
+
+    def lr_scale(name: str) -> float:  # Stage A's tower moves slower than the fresh decoder
+        return trunk_scale if name.startswith("align.") else 1.0
+
+    summary = train_loop(cfg, model, dataset, loss_fn, make_payload=lambda m: segmenter_payload(m, base),
+                         lr_scale=lr_scale)
+    summary.update(vocab_size=len(vocab), images=len(dataset), masks=n_pos)
+    return summary

@@ -9,7 +9,7 @@ import pandas as pd
 
 from gaudi_engine.errors import GaudiError
 
-from ..state import StudioState, guard
+from ..state import StudioState, current_tab, guard
 
 ORDERS = {"post count": "post_count", "tag": "tag", "descriptions": "n_descriptions"}
 COLUMNS = ["tag", "post_count", "n_descriptions", "source"]
@@ -56,6 +56,7 @@ def build(state: StudioState) -> None:
         return tags_frame(state, s, o)
 
     search.change(refresh, [search, order], table, show_progress="hidden")
+    current_tab().select(refresh, [search, order], table)  # tags arrive with syncs
     order.change(refresh, [search, order], table)
 
     @guard

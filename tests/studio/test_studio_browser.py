@@ -59,7 +59,8 @@ def test_description_edit_persists(page, studio):
     page.locator("#desc-search textarea, #desc-search input").first.fill("sky")
     page.wait_for_timeout(800)
     page.locator("#desc-table").get_by_text("sky", exact=True).first.click()
-    assert page.locator("#desc-tag textarea, #desc-tag input").first.input_value() == "sky"
+    page.wait_for_function("[...document.querySelectorAll('#desc-tag textarea, #desc-tag input')]"
+                           ".some(e => e.value == 'sky')")
     texts = "the open sky above the horizon\nblue or orange sky behind everything"
     page.locator("#desc-texts textarea").fill(texts)
     page.locator("#desc-save").click()
