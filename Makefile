@@ -28,9 +28,12 @@ browser:
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# Builds the demo workspace from SynthBooru (once) and opens the studio on it.
+# Builds the demo workspace from SynthBooru (once, ~25 s) and opens the studio on it at
+# http://127.0.0.1:$(PORT) (a non-loopback HOST needs AUTH=user:pass).
+PORT ?= 7860
+HOST ?= 127.0.0.1
 studio: install
-	$(PY) launch.py --workspace $(WORKSPACE) --demo
+	$(PY) launch.py --workspace $(WORKSPACE) --demo --host $(HOST) --port $(PORT) $(if $(AUTH),--auth $(AUTH))
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -38,6 +38,7 @@ class Step:
     argv: list[str]
     status: str = "queued"  # queued | running | done | failed | cancelled | skipped
     returncode: int | None = None
+    offset: int = 0  # where this step's records start in the job's progress.jsonl
 
 
 @dataclass
@@ -68,6 +69,7 @@ class ProgressView:
     done: int = 0
     total: int | None = None
     metrics: list[dict] = field(default_factory=list)
+    points: list[dict] = field(default_factory=list)  # progress records carrying a loss (live curve)
     logs: list[str] = field(default_factory=list)
     last: dict = field(default_factory=dict)
 
@@ -91,6 +93,8 @@ def read_progress(path: Path, offset: int = 0) -> ProgressView:
         elif ev == "log":
             view.logs.append(f"[{rec.get('stage', '')}] {rec.get('message', '')}")
         elif ev in ("start", "progress", "end"):
+            if ev == "progress" and isinstance(rec.get("loss"), (int, float)):
+                view.points.append(rec)
             view.stage = rec.get("stage", view.stage)
             view.total = rec.get("total")
             view.done = rec.get("done", 0 if ev == "start" else view.done) or 0
@@ -173,10 +177,16 @@ class JobManager:
         return self.root / (job if isinstance(job, str) else job.id)
 
     def progress(self, job: Job) -> ProgressView:
-        """Progress of a job: the current step's fraction folded into the whole job's."""
-        view = read_progress(self.job_dir(job) / "progress.jsonl")
+        """Progress of a job: the current step's fraction folded into the whole job's; metrics
+        and loss points of all its steps."""
+        path = self.job_dir(job) / "progress.jsonl"
+        view = read_progress(path)
+        if job.steps and job.steps[job.current].offset:
+            cur = read_progress(path, job.steps[job.current].offset)
+            view.fraction, view.stage, view.done, view.total, view.last = \
+                cur.fraction, cur.stage, cur.done, cur.total, cur.last
         n = max(1, len(job.steps))
-        step_frac = view.fraction if job.status == "running" else (1.0 if job.status == "done" else view.fraction)
+        step_frac = view.fraction
         finished_steps = sum(1 for s in job.steps if s.status in ("done", "skipped"))
         if job.status == "done":
             view.fraction = 1.0
@@ -280,6 +290,7 @@ class JobManager:
                     self._finish(job, "cancelled")
                     return
                 job.current, step.status = i, "running"
+                step.offset = jsonl.stat().st_size if jsonl.exists() else 0
                 with open(log_path, "a", encoding="utf-8") as log:
                     log.write(f"$ gaudi {' '.join(step.argv)}\n")
                 log = open(log_path, "ab")

@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -164,5 +163,7 @@ def import_folder(ws, cat, folder: str | os.PathLike) -> dict[str, Any]:
 def summary_line(s: dict[str, Any]) -> str:
     """The one-line summary `gaudi import-folder` prints."""
     extra = f", {s['duplicates']} duplicates" if s["duplicates"] else ""
+    names = [e.split(":", 1)[0].removeprefix("skipped ") for e in s["errors"]]
+    which = f": {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}" if names else ""
     return (f"import-folder: {s['imported']} of {s['found']} images imported from {s['folder']} "
-            f"({s['skipped']} skipped as unreadable, {s['without_tags']} without tags{extra})")
+            f"({s['skipped']} skipped as unreadable{which}; {s['without_tags']} without tags{extra})")

@@ -11,7 +11,6 @@ import io
 import os
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import GaudiError
@@ -104,13 +103,3 @@ def verify_image(src: str | os.PathLike | bytes | BinaryIO, max_pixels: int | No
         if close:
             fh.close()
     return ImageInfo(width=width, height=height, format=fmt)
-
-
-def load_rgb(path: str | os.PathLike, max_pixels: int | None = None):
-    """The image at `path` as an RGB PIL image (first frame of a GIF), after `verify_image`."""
-    from PIL import Image
-
-    verify_image(path, max_pixels=max_pixels)
-    with Image.open(Path(path)) as img:
-        img.seek(0)
-        return img.convert("RGB")

@@ -7,7 +7,8 @@ How a file comes to count as `ok`, so that a killed run never leaves a bad file 
 2. only a verified temp file is renamed (`os.replace`, atomic) onto the final path;
 3. the main thread alone writes `media` rows, in batches, after the rename.
 A kill between 2 and 3 leaves a verified file without a row: the next run re-verifies and adopts
-it. Stale temp files of an md5 are removed when that md5 is next processed.
+it. Temp files a kill leaves behind are removed by the next run (per md5 as it is processed, and
+all of them when the `.fetch-images.running` marker shows the last run did not finish).
 
 Statuses: ok / failed (with the error) / not_downloadable (known md5, no URL) / not_image
 (mp4, webm, zip, swf, ...). Banned posts have no md5 at all, so they have no `media` row; the
@@ -34,8 +35,8 @@ from .images import IMAGE_EXTS, ImageError, normalise_ext, verify_image
 
 VARIANTS = ("original", "sample")
 CHUNK = 1 << 16
-FLUSH_EVERY = 64          # media rows per transaction
-FLUSH_SECONDS = 2.0       # ... or this often, so a kill loses little
+FLUSH_EVERY = 32          # media rows per transaction
+FLUSH_SECONDS = 1.0       # ... or this often, so a kill loses little
 
 
 @dataclass
@@ -152,6 +153,20 @@ def plan_media(ws, cat, variant: str = "original", skip_existing: bool = True,
                              check_md5=(variant == "original" or url == file_url), previous=status)
     return {"jobs": list(jobs.values()), "known": list(known.values()), "skipped": len(skipped),
             "no_md5": no_md5, "posts": cat.scalar("SELECT count(*) FROM posts")}
+
+
+def _sweep_temp_files(images_dir: Path) -> int:
+    """Remove every `*.part` under data/images (after a run that did not end cleanly)."""
+    removed = 0
+    for dirpath, _, filenames in os.walk(images_dir):
+        for name in filenames:
+            if name.startswith(".") and name.endswith(".part"):
+                try:
+                    os.unlink(os.path.join(dirpath, name))
+                    removed += 1
+                except OSError:
+                    pass
+    return removed
 
 
 def _remove_stale(folder: Path, md5: str) -> None:
@@ -271,12 +286,33 @@ def fetch_images(ws, cat, client, max_workers: int = 8, skip_existing: bool = Tr
     started = time.time()
     ws.ensure()
     _size_pool(client, max_workers)
-    plan = plan_media(ws, cat, variant=variant, skip_existing=skip_existing, base_url=base_url)
-    upsert_media(cat, plan["known"])
-    jobs: list[MediaJob] = plan["jobs"]
-    summary = {"posts": plan["posts"], "to_fetch": len(jobs), "skipped": plan["skipped"],
-               "downloaded": 0, "adopted": 0, "failed": 0, "bytes": 0,
-               "not_image": 0, "not_downloadable": 0, "errors": []}
+    # A marker that lives while a run is in progress: finding it means the last run was killed,
+    # so its temp files are swept (a full walk, paid only after a crash). Any orderly exit,
+    # errors included, leaves no temp file (workers remove theirs) and removes the marker.
+    marker = ws.images_dir / ".fetch-images.running"
+    swept = _sweep_temp_files(ws.images_dir) if marker.exists() else 0
+    marker.write_text(str(os.getpid()))
+    try:
+        plan = plan_media(ws, cat, variant=variant, skip_existing=skip_existing, base_url=base_url)
+        upsert_media(cat, plan["known"])
+        summary = {"posts": plan["posts"], "to_fetch": len(plan["jobs"]), "skipped": plan["skipped"],
+                   "temp_files_removed": swept, "downloaded": 0, "adopted": 0, "failed": 0,
+                   "bytes": 0, "errors": []}
+        _run_jobs(ws, cat, client, plan["jobs"], summary, max_workers, tries, adopt=skip_existing)
+    finally:
+        marker.unlink(missing_ok=True)
+    counts = dict(cat.fetchall("SELECT status, count(*) FROM media GROUP BY status"))
+    summary["not_image"] = counts.get("not_image", 0)
+    summary["not_downloadable"] = counts.get("not_downloadable", 0) + plan["no_md5"]
+    summary["ok_total"] = counts.get("ok", 0)
+    summary["failed_total"] = counts.get("failed", 0)
+    summary["seconds"] = round(time.time() - started, 2)
+    return summary
+
+
+def _run_jobs(ws, cat, client, jobs: list[MediaJob], summary: dict[str, Any], max_workers: int,
+              tries: int, adopt: bool) -> None:
+    """Workers download; this thread alone writes `media` rows, in batches."""
     pending: list[dict[str, Any]] = []
     last_flush = time.time()
 
@@ -285,6 +321,25 @@ def fetch_images(ws, cat, client, max_workers: int = 8, skip_existing: bool = Tr
         upsert_media(cat, [{k: v for k, v in r.items() if k != "adopted"} for r in pending])
         pending.clear()
         last_flush = time.time()
+
+    streak = 0  # consecutive downloads the client gave up on (network down, server gone)
+    give_up_after = 2 * max_workers + 4
+
+    def record(job: MediaJob, row: dict[str, Any]) -> None:
+        nonlocal streak
+        if row["status"] == "ok":
+            summary["adopted" if row.get("adopted") else "downloaded"] += 1
+            summary["bytes"] += row["bytes"] or 0
+            pending.append(row)
+            streak = 0
+            return
+        streak = streak + 1 if "gave up after" in (row["error"] or "") else 0
+        summary["failed"] += 1
+        if len(summary["errors"]) < 20:
+            summary["errors"].append(f"{job.md5}: {row['error']}")
+        # a verified file from an earlier run stays ok; only its refetch failed
+        if not (job.previous == "ok" and ws.image_path(job.md5, job.ext).is_file()):
+            pending.append(row)
 
     with Progress("fetch-images", total=len(jobs), unit="img") as bar, \
             ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="fetch") as pool:
@@ -296,26 +351,20 @@ def fetch_images(ws, cat, client, max_workers: int = 8, skip_existing: bool = Tr
                     job = next(todo, None)
                     if job is None:
                         break
-                    running[pool.submit(fetch_one, ws, client, job, tries, skip_existing)] = job
+                    running[pool.submit(fetch_one, ws, client, job, tries, adopt)] = job
                 if not running:
                     break
                 done, _ = wait(running, timeout=FLUSH_SECONDS, return_when=FIRST_COMPLETED)
                 for fut in done:
                     job = running.pop(fut)
-                    row = fut.result()
-                    if row["status"] == "ok":
-                        summary["adopted" if row.get("adopted") else "downloaded"] += 1
-                        summary["bytes"] += row["bytes"] or 0
-                        pending.append(row)
-                    else:
-                        summary["failed"] += 1
-                        if len(summary["errors"]) < 20:
-                            summary["errors"].append(f"{job.md5}: {row['error']}")
-                        # a verified file from an earlier run stays ok; only its refetch failed
-                        if not (job.previous == "ok" and ws.image_path(job.md5, job.ext).is_file()):
-                            pending.append(row)
+                    record(job, fut.result())
                     bar.update(1, ok=summary["downloaded"] + summary["adopted"],
                                failed=summary["failed"], mb=round(summary["bytes"] / 1e6, 1))
+                if streak >= give_up_after:
+                    raise GaudiError(
+                        f"stopped after {streak} downloads in a row failed (last: "
+                        f"{summary['errors'][-1].split(': ', 1)[-1]}); check the network or "
+                        f"--base-url and run fetch-images again to resume")
                 if len(pending) >= FLUSH_EVERY or (pending and time.time() - last_flush >= FLUSH_SECONDS):
                     flush()
         except BaseException:
@@ -324,18 +373,11 @@ def fetch_images(ws, cat, client, max_workers: int = 8, skip_existing: bool = Tr
             flush()  # keep what finished; unfinished md5s have no row and are fetched next time
             raise
         flush()
-    counts = dict(cat.fetchall("SELECT status, count(*) FROM media GROUP BY status"))
-    summary["not_image"] = counts.get("not_image", 0)
-    summary["not_downloadable"] = counts.get("not_downloadable", 0) + plan["no_md5"]
-    summary["ok_total"] = counts.get("ok", 0)
-    summary["failed_total"] = counts.get("failed", 0)
-    summary["seconds"] = round(time.time() - started, 2)
-    return summary
 
 
 def summary_line(s: dict[str, Any]) -> str:
     """The one-line summary `gaudi fetch-images` prints."""
-    rate = f", {_size(s['bytes'] / s['seconds'])}/s" if s.get("seconds") else ""
+    rate = f", {_size(s['bytes'] / s['seconds'])}/s" if s.get("seconds") and s["bytes"] else ""
     return (f"fetch-images: {s['downloaded']} downloaded ({_size(s['bytes'])}{rate}), "
             f"{s['adopted']} verified on disk, {s['skipped']} already there, {s['failed']} failed; "
             f"catalogue: {s['ok_total']} ok, {s['failed_total']} failed, "

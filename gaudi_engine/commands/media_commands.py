@@ -34,8 +34,9 @@ def cmd_import_folder(args) -> int:
     ws = workspace_of(args).ensure()
     cat = open_catalogue(ws.catalogue_path)
     summary = import_folder(ws, cat, args.dir)
-    for line in summary["errors"]:
-        print(line, file=sys.stderr)
+    if not sys.stderr.isatty():  # on a terminal the progress bar already showed each one
+        for line in summary["errors"]:
+            print(line, file=sys.stderr)
     warnings = summary["warnings"]
     for line in warnings[:10]:
         print(f"warning: {line}", file=sys.stderr)

@@ -35,7 +35,7 @@ def build(state: StudioState) -> None:
                 search = gr.Textbox(label="Search tags", placeholder="type part of a tag", scale=3,
                                     elem_id="desc-search")
                 order = gr.Dropdown(list(ORDERS), value="post count", label="Sort by", scale=1)
-            table = gr.Dataframe(tags_frame(state), label="General tags (click a row to edit)",
+            table = gr.Dataframe(lambda: tags_frame(state), label="General tags (click a row to edit)",
                                  interactive=False, max_height=520, elem_id="desc-table")
         with gr.Column(scale=2):
             tag = gr.Textbox(label="Tag", elem_id="desc-tag")

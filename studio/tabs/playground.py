@@ -133,7 +133,7 @@ def build(state: StudioState) -> None:
     def on_run(img, t, a, s, thr):
         img, _, result = run_inference(state, img, t, a or None, s or NONE, thr)
         arr = np.asarray(img)
-        anns = [(rle.decode(r["mask"]).astype(np.float32) * 0.6, r["tag"]) for r in result.get("tags", [])]
+        anns = [(rle.decode(r["mask"]).astype(np.float32) * 0.45, r["tag"]) for r in result.get("tags", [])]
         df = pd.DataFrame([{"tag": r["tag"], "score": round(float(r["score"]), 4), "area": int(r["area"])}
                            for r in result.get("tags", [])], columns=["tag", "score", "area"])
         js, zp = save_outputs(state, img, result)

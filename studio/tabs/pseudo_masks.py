@@ -66,7 +66,7 @@ def gallery_for(state: StudioState, df: pd.DataFrame, limit: int = 120) -> tuple
         path = image_of(state, int(post_id), manifest)
         if path is None or not path.exists():
             continue
-        marks = " ".join(("✓" if a else "✗") + t for t, a in zip(group["tag"], group["accepted"]))
+        marks = " ".join(f"{t}{'✓' if a else '✗'}" for t, a in zip(group["tag"], group["accepted"]))
         items.append((str(path), f"#{post_id} {marks}"))
         ids.append(int(post_id))
         if len(ids) >= limit:
@@ -135,9 +135,8 @@ def build(state: StudioState) -> None:
             toggles = gr.CheckboxGroup([], label="Tags shown", elem_id="pm-toggles")
             opacity = gr.Slider(0.1, 1.0, value=0.55, step=0.05, label="Opacity")
             overlay = gr.AnnotatedImage(label="Accepted masks", height=380, elem_id="pm-overlay")
-            with gr.Row():
-                rejected = gr.AnnotatedImage(label="Rejected masks", height=220, elem_id="pm-rejected")
-                scores = gr.Dataframe(label="Validator scores", interactive=False, elem_id="pm-scores")
+            rejected = gr.AnnotatedImage(label="Rejected masks and parts", height=240, elem_id="pm-rejected")
+    scores = gr.Dataframe(label="Validator scores of this image", interactive=False, elem_id="pm-scores")
     ids = gr.State([])
     pos = gr.State(-1)
     filters = [run, tag, status, field, lo, hi]

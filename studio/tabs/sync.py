@@ -85,9 +85,9 @@ def build(state: StudioState) -> None:
         with gr.Column(scale=2):
             bar = gr.HTML(progress_html(0, "idle"), elem_id="sync-progress")
             status = gr.Markdown("", elem_id="sync-status")
-            counts = gr.Dataframe(counts_table(state), label="Catalogue", interactive=False,
+            counts = gr.Dataframe(lambda: counts_table(state), label="Catalogue", interactive=False,
                                   elem_id="sync-counts")
-            gallery = gr.Gallery(gallery_items(state), label="Latest posts (general tags)", columns=6,
+            gallery = gr.Gallery(lambda: gallery_items(state), label="Latest posts (general tags)", columns=6,
                                  height=520, object_fit="contain", elem_id="sync-gallery")
     seen = gr.State("")  # last counts shown to this page: refresh the grid only when they change
     timer = gr.Timer(1.0)
@@ -100,7 +100,7 @@ def build(state: StudioState) -> None:
 
     @guard
     def on_start(src, url, folder_path, q, r, lim, nworkers):
-        from gaudi_engine.booru.media import fetch_images
+        from gaudi_engine.booru.media import fetch_images, summary_line as media_summary
 
         lim = int(lim) if lim else None
         nworkers = max(1, int(nworkers or 4))
@@ -109,7 +109,10 @@ def build(state: StudioState) -> None:
 
             if not folder_path or not os.path.isdir(folder_path):
                 raise GaudiError(f"not a folder: {folder_path or '(empty)'}")
-            state.task.start("import folder", lambda: import_folder(state.ws, state.cat, folder_path))
+            from gaudi_engine.booru import folder_import
+
+            state.task.start("import folder", lambda: folder_import.summary_line(
+                import_folder(state.ws, state.cat, folder_path)))
         else:
             from gaudi_engine.booru.sync import sync_posts
 
@@ -118,7 +121,8 @@ def build(state: StudioState) -> None:
             def run():
                 posts = sync_posts(state.ws, state.cat, client, tags=q.strip(), rating=r, limit=lim)
                 media = fetch_images(state.ws, state.cat, client, max_workers=nworkers)
-                return {**_flat("posts", posts), **_flat("images", media)}
+                return (f"{posts['stored']} posts stored ({posts['pages']} pages, {posts['deleted']} deleted, "
+                        f"{posts['banned']} banned); {media_summary(media)}")
 
             state.task.start(f"sync from {src}", run)
         gr.Info(f"{state.task.name} started")
@@ -137,12 +141,13 @@ def build(state: StudioState) -> None:
             raise GaudiError("tags and wiki come from a booru: pick the demo booru or Danbooru as source")
         client = _client(state, src, url)
         fn = sync_mod.sync_tags if what == "tags" else sync_mod.sync_wiki
-        state.task.start(f"sync {what}", lambda: fn(state.cat, client))
+        state.task.start(f"sync {what}", lambda: ", ".join(f"{k} {v}" for k, v in fn(state.cat, client).items()))
 
     def tick(last: str):
         t = state.task
         view = t.progress()
-        text = f"{t.name}: {view.stage} {view.done}/{view.total or '?'}" if t.status == "running" else t.name
+        text = (f"{t.name}: {view.stage} {view.done}/{view.total or '?'}" if t.status == "running"
+                else t.name or "idle")
         bar_html = progress_html(view.fraction if t.status != "idle" else 0, text, t.status)
         msg = {"idle": "", "running": f"**{t.name}** running…", "done": f"**{t.name}** done. {t.message}",
                "failed": f"⚠️ **{t.name} failed:** {t.message}",
@@ -158,9 +163,3 @@ def build(state: StudioState) -> None:
     tags_btn.click(lambda s, u: on_meta("tags", s, u), [source, base_url], None)
     wiki_btn.click(lambda s, u: on_meta("wiki", s, u), [source, base_url], None)
     timer.tick(tick, seen, [bar, status, counts, gallery, seen], show_progress="hidden")
-
-
-def _flat(prefix: str, summary) -> dict:
-    if not isinstance(summary, dict):
-        return {prefix: summary}
-    return {f"{prefix}.{k}": v for k, v in summary.items() if isinstance(v, (int, float, str))}

@@ -103,13 +103,19 @@ def runs_frame(state: StudioState) -> pd.DataFrame:
 
 
 def metrics_frame(view) -> pd.DataFrame:
-    """Loss (and other metric) rows of a job for the plot: one line per stage."""
+    """Loss curves of a job for the plot, one line per stage: the training loop's logged metrics
+    (loss, epoch_loss, val_*), or while those are still few, the live loss of its progress records."""
     rows = []
-    for i, m in enumerate(view.metrics):
-        step = m.get("step", i)
-        for key in ("loss", "val_loss"):
-            if isinstance(m.get(key), (int, float)):
-                rows.append({"step": step, "value": float(m[key]), "series": f"{m.get('stage', '')} {key}"})
+    for m in view.metrics:
+        for key, value in m.items():
+            if (key in ("loss", "epoch_loss") or key.startswith("val_")) and isinstance(value, (int, float)):
+                rows.append({"step": m.get("step", 0), "value": float(value), "series": f"{m.get('stage', '')} {key}"})
+    stages_with_loss = {r["series"].rsplit(" ", 1)[0] for r in rows if r["series"].endswith(" loss")}
+    counts = {s: sum(1 for r in rows if r["series"] == f"{s} loss") for s in stages_with_loss}
+    for p in view.points:
+        stage = p.get("stage", "")
+        if counts.get(stage, 0) < 2:
+            rows.append({"step": p.get("done", 0), "value": float(p["loss"]), "series": f"{stage} loss (live)"})
     return pd.DataFrame(rows, columns=["step", "value", "series"])
 
 
@@ -118,12 +124,17 @@ def build(state: StudioState) -> None:
         with gr.Column(scale=1, min_width=300):
             model = gr.Dropdown(MODELS, value="gaudi-lite0", label="Model", allow_custom_value=True,
                                 elem_id="train-model")
-            pretrained = gr.Textbox("", label="Pretrained (open_clip tag or local file; empty = model default)")
+            pretrained = gr.Textbox("", label="Pretrained (open_clip tag or local file; empty = model default)",
+                                    elem_id="train-pretrained")
             with gr.Row():
-                image_size = gr.Number(128, label="Image size", precision=0, minimum=32, elem_id="train-size")
-                epochs = gr.Number(3, label="Epochs", precision=0, minimum=1, elem_id="train-epochs")
+                # empty knobs = the command's own (tuned) default
+                image_size = gr.Number(None, label="Image size", precision=0, minimum=32, elem_id="train-size",
+                                       placeholder="default")
+                epochs = gr.Number(None, label="Epochs", precision=0, minimum=1, elem_id="train-epochs",
+                                   placeholder="default")
             with gr.Row():
-                batch_size = gr.Number(32, label="Batch size", precision=0, minimum=1, elem_id="train-batch")
+                batch_size = gr.Number(None, label="Batch size", precision=0, minimum=1, elem_id="train-batch",
+                                       placeholder="default")
                 device = gr.Dropdown(["cpu", "cuda", "auto"], value="cpu", label="Device")
             with gr.Row():
                 btn_a = gr.Button("Stage A", size="sm")
@@ -188,7 +199,7 @@ def build(state: StudioState) -> None:
         q = state.jobs.queued()
         if q:
             msg += f"  \nQueued: {', '.join(j.title for j in q)}"
-        key = f"{job.id}:{len(view.metrics)}:{jobs_df.to_json()}:{runs_df.to_json()}"
+        key = f"{job.id}:{len(view.metrics)}:{len(view.points)}:{jobs_df.to_json()}:{runs_df.to_json()}"
         if key == last:
             return (progress_html(view.fraction, text, job.status), msg, gr.skip(),
                     state.jobs.log_tail(job), gr.skip(), gr.skip(), last)

@@ -70,6 +70,7 @@ def test_import_folder_cli_then_reimport(workspace, folder, run_gaudi):
     assert sum("cut.png" in line for line in lines) == 1
     assert any("e.jpeg" in line and "no tag file" in line for line in lines)
     assert "5 of 9 images imported" in out and "3 skipped" in out and "1 without tags" in out
+    assert "corrupt.png" in out and "empty.jpg" in out  # named in the summary too
 
     cat = open_catalogue(workspace.catalogue_path)
     try:

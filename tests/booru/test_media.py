@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import signal
 import time
 
@@ -18,6 +17,7 @@ from gaudi_engine.booru.posts import parse_posts
 from gaudi_engine.catalogue import open_catalogue
 from gaudi_engine.catalogue.queries import counts
 from gaudi_engine.catalogue.store import upsert_posts
+from gaudi_engine.errors import GaudiError
 from gaudi_engine.workspace import DanbooruSettings
 from tests.conftest import gaudi_popen
 from tests.fakes.danbooru import FaultPlan, tiny_png
@@ -135,6 +135,14 @@ def test_leftovers_of_a_killed_run_are_cleaned_or_adopted(workspace, catalogue, 
     assert not stale.exists()
     assert s["adopted"] == 1 and s["downloaded"] == 2 and len(b.requests) == served + 2
     assert_complete(workspace, catalogue, posts)
+    # a run that died while refetching an md5 that is ok leaves a temp file the next run skips
+    # past; the marker of the unfinished run makes the next one sweep every temp file
+    stale = p_done.parent / f".{posts[2]['md5']}.png.998.7.part"
+    stale.write_bytes(b"partial")
+    (workspace.images_dir / ".fetch-images.running").write_text("998")
+    s = fetch_images(workspace, catalogue, fast_client(b.url), max_workers=2)
+    assert s["temp_files_removed"] == 1 and s["skipped"] == 3 and not stale.exists()
+    assert not (workspace.images_dir / ".fetch-images.running").exists()
 
 
 def test_sample_variant_and_base_url(workspace, catalogue, booru):
@@ -174,23 +182,25 @@ class SlowMedia:
         return fault
 
 
-def _progress_done(path) -> tuple[int, int | None]:
-    done, total = 0, None
+def _progress(path) -> tuple[int, int | None, float]:
+    """(done, total, seconds since the start record) from a progress JSONL file."""
+    done, total, started = 0, None, None
     if path.exists():
         for line in path.read_text().splitlines():
             try:
                 rec = json.loads(line)
             except ValueError:
                 continue  # a line being written
+            started = rec["time"] if rec.get("event") == "start" else started
             total = rec.get("total", total)
             done = max(done, rec.get("done") or 0)
-    return done, total
+    return done, total, (time.time() - started) if started else 0.0
 
 
 def test_sigkill_halfway_then_resume(workspace, booru, run_gaudi):
     b = booru(120, seed=11, banned=0.05, deleted=0.05, mp4=0.05)
     b.faults = SlowMedia(FaultPlan(rate=0.1, seed=12, media=["500", "503", "truncated", "reset"]),
-                         delay=0.03)
+                         delay=0.05)
     cat = open_catalogue(workspace.catalogue_path)
     posts = store_booru_posts(cat, b)
     cat.close()  # the subprocess needs the catalogue
@@ -201,8 +211,9 @@ def test_sigkill_halfway_then_resume(workspace, booru, run_gaudi):
     deadline = time.time() + 60
     done, total = 0, None
     while time.time() < deadline and proc.poll() is None:
-        done, total = _progress_done(jsonl)
-        if total and done >= total * 0.4:
+        done, total, elapsed = _progress(jsonl)
+        # past 40% and past one flush interval, so some rows are committed when we kill
+        if total and done >= total * 0.4 and elapsed > media_mod.FLUSH_SECONDS * 1.3:
             break
         time.sleep(0.02)
     assert proc.poll() is None, f"finished before the kill: {proc.communicate()}"
@@ -235,3 +246,17 @@ def test_fetch_images_cli_errors(workspace, run_gaudi):
     assert rc == 2 and err.strip().count("\n") == 0 and "--max-workers" in err
     rc, out, err = run_gaudi("fetch-images", "--help")
     assert rc == 0 and "--variant" in out and "--skip-existing" in out and "--base-url" in out
+
+
+def test_unreachable_booru_stops_with_one_line(workspace, booru, run_gaudi):
+    b = booru(30, seed=2)
+    cat = open_catalogue(workspace.catalogue_path)
+    store_booru_posts(cat, b)
+    url = b.url
+    b.stop()  # the booru goes away: every download is refused
+    with pytest.raises(GaudiError, match="in a row failed .*connection refused"):
+        fetch_images(workspace, cat, DanbooruClient(DanbooruSettings(base_url=url), max_tries=1),
+                     max_workers=2)
+    failed = cat.scalar("SELECT count(*) FROM media WHERE status = 'failed'")
+    assert 8 <= failed < 30  # recorded (a rerun retries them), and it did not try all 30
+    cat.close()
