@@ -21,6 +21,7 @@ import requests
 
 from ..errors import RemoteError
 from ..workspace import DanbooruSettings
+from .posts import loads
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 520, 521, 522, 524})
 MAX_RETRY_AFTER = 120.0
@@ -143,6 +144,8 @@ class DanbooruClient:
             try:
                 resp = self.session.get(url, params=params, timeout=self.timeout, stream=stream)
                 fatal = self._fatal(resp, url)
+                if fatal is not None and stream and fatal.status not in (401, 403):
+                    return resp, None  # a missing media file is the caller's per-item failure
                 if fatal is not None:
                     resp.close()
                     raise fatal
@@ -161,7 +164,7 @@ class DanbooruClient:
                     if not parse_json:
                         return resp, None
                     try:
-                        return resp, resp.json()
+                        return resp, loads(resp.content)
                     except ValueError:
                         last = f"invalid JSON ({len(resp.content)} bytes)"
             except requests.Timeout:
@@ -183,7 +186,9 @@ class DanbooruClient:
     def request(self, url_or_path: str, params: dict[str, Any] | None = None, stream: bool = False,
                 throttle: bool | None = None) -> requests.Response:
         """GET with auth, UA, rate limit (API calls; `stream=True` media is not throttled unless
-        `throttle=True`) and retries. Raises RemoteError with one line when it cannot succeed."""
+        `throttle=True`) and retries. Raises RemoteError with one line when it cannot succeed
+        (for `stream=True`, a 404/410/other 4xx comes back as the response: only 401/403 and
+        giving up raise, so a downloader can mark that one file failed and go on)."""
         return self._fetch(url_or_path, params, stream, parse_json=False, throttle=throttle)[0]
 
     def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:

@@ -18,6 +18,7 @@ Faults: `booru.faults` may be any object with `pick(kind, path) -> Fault | None`
 from __future__ import annotations
 
 import base64
+import bisect
 import hashlib
 import io
 import json
@@ -29,6 +30,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import parse_qs, urlsplit
+
+from .danbooru_query import PostQuery, QueryError, error_body, int_param
 
 MAX_POST_LIMIT = 200
 MAX_OTHER_LIMIT = 1000
@@ -49,16 +52,6 @@ class Fault:
     delay: float = 0.0                 # sleep before answering (slow answers / timeouts)
     truncate: float | None = None      # send only this fraction of the real body (Content-Length kept)
     drop: bool = False                 # close the connection without answering (reset)
-
-
-def _error_body(error: str, message: str) -> bytes:
-    return json.dumps({"success": False, "error": error, "message": message, "backtrace": []}).encode()
-
-
-class QueryError(Exception):
-    def __init__(self, status: int, error: str, message: str):
-        super().__init__(message)
-        self.status, self.error, self.message = status, error, message
 
 
 def _image_size(data: bytes) -> tuple[int, int]:
@@ -179,10 +172,7 @@ class LocalBooru:
     @property
     def post_ids(self) -> list[int]:
         """Every post id, newest first."""
-        with self._lock:
-            if not self._sorted_ids:
-                self._sorted_ids = sorted(self._posts, reverse=True)
-            return list(self._sorted_ids)
+        return list(self._ids_desc())
 
     def post(self, post_id: int) -> dict[str, Any]:
         return self._posts[post_id]
@@ -261,16 +251,32 @@ class LocalBooru:
             out["media_asset"] = asset
         return out
 
+    def _ids_desc(self) -> list[int]:
+        with self._lock:
+            if not self._sorted_ids:
+                self._sorted_ids = sorted(self._posts, reverse=True)
+            return self._sorted_ids
+
     def search_posts(self, tags: str, limit: int, page: str) -> list[dict[str, Any]]:
-        match = _PostQuery(tags)
-        ids = self.post_ids
+        match = PostQuery(tags)
+        ids = self._ids_desc()
+        asc_keys = [-i for i in ids]  # ascending, for bisect over the descending id list
+        chosen: list[int] = []
         if page.startswith("b") and page[1:].isdigit():
-            below = int(page[1:])
-            chosen = [i for i in ids if i < below and match(self._posts[i])][:limit]
+            start = bisect.bisect_right(asc_keys, -int(page[1:]))  # first id < N
+            for i in ids[start:]:
+                if match(self._posts[i]):
+                    chosen.append(i)
+                    if len(chosen) == limit:
+                        break
         elif page.startswith("a") and page[1:].isdigit():
-            above = int(page[1:])
-            asc = [i for i in reversed(ids) if i > above and match(self._posts[i])][:limit]
-            chosen = sorted(asc, reverse=True)
+            stop = bisect.bisect_left(asc_keys, -int(page[1:]))  # ids[:stop] are > N
+            for i in reversed(ids[:stop]):
+                if match(self._posts[i]):
+                    chosen.append(i)
+                    if len(chosen) == limit:
+                        break
+            chosen.sort(reverse=True)
         else:
             n = int(page) if page.isdigit() else 1
             if n > MAX_PAGE:
@@ -281,7 +287,7 @@ class LocalBooru:
         return [self._absolute(self._posts[i]) for i in chosen]
 
     def search_tags(self, params: dict[str, str]) -> list[dict[str, Any]]:
-        limit = min(_int(params.get("limit"), 20), MAX_OTHER_LIMIT)
+        limit = min(int_param(params.get("limit"), 20), MAX_OTHER_LIMIT)
         rows = list(self._tags.values())
         if "search[name_comma]" in params:
             names = {n.strip() for n in params["search[name_comma]"].split(",") if n.strip()}
@@ -294,7 +300,7 @@ class LocalBooru:
         return rows[:limit]
 
     def search_wiki(self, params: dict[str, str]) -> list[dict[str, Any]]:
-        limit = min(_int(params.get("limit"), 20), MAX_OTHER_LIMIT)
+        limit = min(int_param(params.get("limit"), 20), MAX_OTHER_LIMIT)
         rows = list(self._wiki.values())
         if "search[title]" in params:
             rows = [w for w in rows if w["title"] == params["search[title]"]]
@@ -302,70 +308,6 @@ class LocalBooru:
             titles = set(params["search[title_comma]"].split(","))
             rows = [w for w in rows if w["title"] in titles]
         return rows[:limit]
-
-
-def _int(value: str | None, default: int) -> int:
-    try:
-        return int(value) if value is not None else default
-    except ValueError:
-        return default
-
-
-class _PostQuery:
-    """Danbooru's post search, the part clients use: metatags + at most 2 ordinary tags."""
-
-    def __init__(self, query: str):
-        self.tests: list = []
-        ordinary = 0
-        for term in query.split():
-            neg = term.startswith("-")
-            body = term[1:] if neg else term
-            key, _, value = body.partition(":")
-            key = key.lower()
-            if value and key == "rating":
-                allowed = {r[0] for r in value.lower().split(",") if r}
-                self._add(lambda p, a=allowed: p.get("rating") in a, neg)
-            elif value and key == "is" and value in ("sfw", "nsfw"):
-                allowed = {"g", "s"} if value == "sfw" else {"q", "e"}
-                self._add(lambda p, a=allowed: p.get("rating") in a, neg)
-            elif value and key == "status":
-                if value == "deleted":
-                    self._add(lambda p: bool(p.get("is_deleted")), neg)
-                elif value == "active":
-                    self._add(lambda p: not p.get("is_deleted"), neg)
-            elif value and key == "id":
-                self._add(_id_test(value), neg)
-            elif value and key in ("order", "limit"):
-                pass
-            else:
-                ordinary += 1
-                self._add(lambda p, t=body: t in p.get("tag_string", "").split(), neg)
-        if ordinary > 2:
-            raise QueryError(422, "PostQuery::TagLimitError",
-                             "You cannot search for more than 2 tags at a time. Upgrade your "
-                             "account to search for more tags at once.")
-
-    def _add(self, test, neg: bool) -> None:
-        self.tests.append((lambda p: not test(p)) if neg else test)
-
-    def __call__(self, post: dict[str, Any]) -> bool:
-        return all(t(post) for t in self.tests)
-
-
-def _id_test(value: str):
-    if value.startswith(">="):
-        n = int(value[2:]); return lambda p: p["id"] >= n
-    if value.startswith("<="):
-        n = int(value[2:]); return lambda p: p["id"] <= n
-    if value.startswith(">"):
-        n = int(value[1:]); return lambda p: p["id"] > n
-    if value.startswith("<"):
-        n = int(value[1:]); return lambda p: p["id"] < n
-    if ".." in value:
-        lo, hi = value.split("..", 1)
-        return lambda p: (not lo or p["id"] >= int(lo)) and (not hi or p["id"] <= int(hi))
-    ids = {int(v) for v in value.split(",")}
-    return lambda p: p["id"] in ids
 
 
 def _make_handler(booru: LocalBooru):
@@ -397,14 +339,14 @@ def _make_handler(booru: LocalBooru):
                         pass
                     return
                 if fault.status is not None:
-                    body = fault.body if fault.body is not None else _error_body(
+                    body = fault.body if fault.body is not None else error_body(
                         "FaultInjected", f"injected {fault.status}")
                     return self._send(fault.status, body, "application/json", fault.headers)
             if booru.block_generic_user_agents and self.headers.get("User-Agent", "").lower().startswith(
                     ("python-requests", "python-urllib", "curl")):
                 return self._send(403, b"<!DOCTYPE html><title>Just a moment...</title>", "text/html")
             if not authorised:
-                return self._send(401, _error_body("SessionLoader::AuthenticationFailure",
+                return self._send(401, error_body("SessionLoader::AuthenticationFailure",
                                                    "Invalid API key or login"), "application/json")
             truncate = fault.truncate if fault is not None else None
             if is_media:
@@ -417,9 +359,9 @@ def _make_handler(booru: LocalBooru):
             try:
                 payload = self._api(path, params)
             except QueryError as err:
-                return self._send(err.status, _error_body(err.error, err.message), "application/json")
+                return self._send(err.status, error_body(err.error, err.message), "application/json")
             if payload is None:
-                return self._send(404, _error_body("ActiveRecord::RecordNotFound",
+                return self._send(404, error_body("ActiveRecord::RecordNotFound",
                                                    "That record was not found."), "application/json")
             return self._send(200, json.dumps(payload).encode(), "application/json; charset=utf-8",
                               truncate=truncate)
@@ -439,7 +381,7 @@ def _make_handler(booru: LocalBooru):
 
         def _api(self, path: str, params: dict[str, str]) -> Any:
             if path == "/posts.json":
-                limit = max(1, min(_int(params.get("limit"), 20), MAX_POST_LIMIT))
+                limit = max(1, min(int_param(params.get("limit"), 20), MAX_POST_LIMIT))
                 return booru.search_posts(params.get("tags", ""), limit, params.get("page", "1"))
             if path.startswith("/posts/") and path.endswith(".json"):
                 pid = path[len("/posts/"):-len(".json")]

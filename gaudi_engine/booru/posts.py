@@ -9,7 +9,26 @@ from typing import Any
 NOT_IMAGE_EXTS = frozenset({"mp4", "webm", "zip", "swf"})
 TAG_CATEGORIES = {0: "general", 1: "artist", 3: "copyright", 4: "character", 5: "meta"}
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_json_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+try:  # orjson: ~20x faster; parse + upsert speed is dominated by re-serialising `raw`
+    import orjson
+
+    def _dumps(obj: Any) -> str:
+        try:
+            return orjson.dumps(obj).decode()
+        except TypeError:  # e.g. an integer beyond 64 bits: the stdlib copes
+            return _json_dumps(obj)
+except ImportError:  # pragma: no cover - orjson is a dependency, but stay usable without it
+    _dumps = _json_dumps
+
+
+def loads(data: bytes | str) -> Any:
+    """Decode a JSON answer (orjson when available); ValueError when it is not JSON."""
+    try:
+        return orjson.loads(data)
+    except NameError:  # pragma: no cover
+        return json.loads(data)
 
 
 def _int(value: Any) -> int | None:

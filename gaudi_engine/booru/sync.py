@@ -12,7 +12,7 @@ from typing import Any
 
 from ..catalogue.db import Catalogue
 from ..catalogue.store import read_sync_state, upsert_tags, upsert_wiki, write_posts, write_sync_state
-from ..errors import GaudiError
+from ..errors import GaudiError, RemoteError
 from ..progress import Progress
 from ..text.dtext import dtext_to_plain
 from ..workspace import Workspace
@@ -74,7 +74,10 @@ def sync_posts(ws: Workspace, cat: Catalogue, client: DanbooruClient, tags: str 
                     write_sync_state(cur, key, state["lowest_id"], state["highest_id"], True,
                                      state["posts_seen"])
                 break
-            rows = sorted((parse_post(o, origin) for o in objs), key=lambda r: -r["id"])[:want]
+            rows = sorted(_parse_page(objs, origin, client), key=lambda r: -r["id"])[:want]
+            if state["lowest_id"] is not None and rows[-1]["id"] >= state["lowest_id"]:
+                raise RemoteError(f"{client.base_url} ignored page=b{state['lowest_id']} (answered "
+                                  f"id {rows[-1]['id']}): not a Danbooru-compatible booru?")
             _store_page(cat, key, rows, state, summary, bar)
         # pass 2: once the whole range is stored, only posts newer than the highest id seen
         while state["done"] and remaining() != 0:
@@ -85,12 +88,23 @@ def sync_posts(ws: Workspace, cat: Catalogue, client: DanbooruClient, tags: str 
             if not objs:
                 break
             # keep the lowest ids so highest_id advances without leaving holes
-            rows = sorted((parse_post(o, origin) for o in objs), key=lambda r: r["id"])[:want]
+            rows = sorted(_parse_page(objs, origin, client), key=lambda r: r["id"])[:want]
+            if rows[-1]["id"] <= state["highest_id"]:
+                raise RemoteError(f"{client.base_url} ignored page=a{state['highest_id']} (answered "
+                                  f"id {rows[-1]['id']}): not a Danbooru-compatible booru?")
             _store_page(cat, key, rows, state, summary, bar)
     summary.update(done=state["done"], lowest_id=state["lowest_id"], highest_id=state["highest_id"],
                    total_seen=state["posts_seen"], requests=client.stats["requests"],
                    retries=client.stats["retries"])
     return summary
+
+
+def _parse_page(objs: list, origin: str, client: DanbooruClient) -> list[dict[str, Any]]:
+    try:
+        return [parse_post(o, origin) for o in objs]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise RemoteError(f"{client.base_url}/posts.json answered something that is not a post: "
+                          f"{exc}") from None
 
 
 def _store_page(cat: Catalogue, key: str, rows: list[dict[str, Any]], state: dict[str, Any],
@@ -112,6 +126,8 @@ def _store_page(cat: Catalogue, key: str, rows: list[dict[str, Any]], state: dic
 def sync_tags(cat: Catalogue, client: DanbooruClient, batch: int = 100) -> dict[str, Any]:
     """Categories and post counts for every tag in `post_tags`, `batch` names per request; each
     batch is stored as it arrives, so an interrupted run keeps what it fetched."""
+    if not 1 <= batch <= 1000:
+        raise GaudiError("--batch must be between 1 and 1000 (Danbooru's limit for /tags.json)")
     names = [r[0] for r in cat.fetchall("SELECT DISTINCT tag FROM post_tags ORDER BY tag")]
     found = 0
     with Progress("sync-tags", total=len(names), unit="tag") as bar:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 from typing import Any, Iterable
 
+import numpy as np
 import pyarrow as pa
 
 from .db import Catalogue
@@ -33,8 +34,11 @@ _DEFAULTS = {"is_deleted": False, "is_banned": False}
 
 
 def _table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
-    return pa.table({name: [r.get(name, _DEFAULTS.get(name)) for r in rows] for name in schema.names},
-                    schema=schema)
+    """Rows -> Arrow (keys outside the schema ignored; missing flags default to False)."""
+    defaults = {k: v for k, v in _DEFAULTS.items() if k in schema.names}
+    if any(k not in r or r[k] is None for r in rows for k in defaults):
+        rows = [{**r, **{k: v for k, v in defaults.items() if r.get(k) is None}} for r in rows]
+    return pa.Table.from_pylist(rows, schema=schema)
 
 
 def _dedupe(rows: Iterable[dict[str, Any]], key: str) -> list[dict[str, Any]]:
@@ -49,9 +53,15 @@ def write_posts(cur, posts: list[dict[str, Any]]) -> int:
     if not posts:
         return 0
     post_tbl = _table(posts, POST_SCHEMA)
-    pairs = [(p["id"], t) for p in posts for t in dict.fromkeys(p.get("general_tags") or ())]
-    tag_tbl = pa.table({"post_id": pa.array([a for a, _ in pairs], pa.int64()),
-                        "tag": pa.array([b for _, b in pairs], pa.string())})
+    post_ids: list[int] = []
+    tags: list[str] = []
+    for p in posts:
+        distinct = list(dict.fromkeys(p.get("general_tags") or ()))
+        post_ids.extend([p["id"]] * len(distinct))
+        tags.extend(distinct)
+    # via numpy: pyarrow's typed conversion of a Python int list is ~100x slower
+    tag_tbl = pa.table({"post_id": np.array(post_ids, dtype=np.int64),
+                        "tag": pa.array(tags, pa.string())})
     write_post_tables(cur, post_tbl, tag_tbl)
     return len(posts)
 
@@ -67,7 +77,8 @@ def write_post_tables(cur, post_tbl: pa.Table, tag_tbl: pa.Table) -> None:
         # scan of the whole post_tags table per page (25M rows at Danbooru scale)
         old = [r[0] for r in cur.execute(
             "SELECT id FROM posts WHERE id IN (SELECT id FROM _gaudi_new_posts)").fetchall()]
-        cur.execute(f"INSERT OR REPLACE INTO posts ({cols}, raw, synced_at) "
+        verb = "INSERT OR REPLACE" if old else "INSERT"  # no conflicts possible: skip their check
+        cur.execute(f"{verb} INTO posts ({cols}, raw, synced_at) "
                     f"SELECT {cols}, raw::JSON, now() FROM _gaudi_new_posts")
         if old:
             cur.execute("DELETE FROM post_tags WHERE post_id IN (SELECT unnest(?::BIGINT[]))", [old])

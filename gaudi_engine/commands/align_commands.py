@@ -6,16 +6,28 @@ import sys
 from pathlib import Path
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (in-process callers may swap it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def _warnings_to_stderr() -> None:
     """Engine warnings (skipped images, tags without descriptions) as `warning: ...` lines."""
     root = logging.getLogger("gaudi_engine")
     if not any(getattr(h, "_gaudi", False) for h in root.handlers):
-        h = logging.StreamHandler(sys.stderr)
+        h = _StderrHandler()
         h.setFormatter(logging.Formatter("warning: %(message)s"))
         h._gaudi = True
         root.addHandler(h)
-        root.setLevel(logging.WARNING)
-        root.propagate = False
+        if root.level == logging.NOTSET or root.level > logging.WARNING:
+            root.setLevel(logging.WARNING)
 
 
 def _in_path(ws, p: str | None) -> Path | None:

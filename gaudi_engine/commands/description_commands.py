@@ -57,6 +57,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
         return 0
+    if not rows:
+        print("no general tags yet: run `gaudi sync` / `gaudi import-folder`, or import descriptions")
     for r in rows:
         first = r["descriptions"][0] if r["descriptions"] else ""
         more = f" (+{r['n_descriptions'] - 1})" if r["n_descriptions"] > 1 else ""

@@ -45,7 +45,8 @@ class AlignModel(nn.Module):
         self.model_name = model_name
         self.model_cfg = model_cfg
         self.preprocess_cfg = dict(preprocess_cfg)
-        cfg = {"n_background": 2, "pool": "lse", "lse_r": 8.0, "init_scale": 10.0, "init_bias": -2.0}
+        cfg = {"n_background": 2, "pool": "lse", "lse_r": 8.0, "init_scale": 10.0, "init_bias": -1.0,
+               "dense_strides": [8, 16, 32]}
         cfg.update(align_cfg or {})
         self.align_cfg = cfg
         dim = int(model_cfg["embed_dim"])
@@ -58,8 +59,8 @@ class AlignModel(nn.Module):
             self.trunk_channels = [int(d["num_chs"]) for d in info]
             self.trunk_strides = [int(d["reduction"]) for d in info]
             # the levels fused into dense features: stride 8, 16, 32 (else the last three)
-            pick = [i for i, s in enumerate(self.trunk_strides) if s in (8, 16, 32)]
-            self._dense_levels = pick if len(pick) >= 2 else list(range(len(info)))[-3:]
+            pick = [i for i, s in enumerate(self.trunk_strides) if s in cfg["dense_strides"]]
+            self._dense_levels = pick or list(range(len(info)))[-3:]
             self.dense_head = _FPNLite([self.trunk_channels[i] for i in self._dense_levels], dim)
         elif hasattr(visual, "conv1") and hasattr(visual, "transformer") and hasattr(visual, "positional_embedding"):
             self.tower = "vit"
@@ -76,6 +77,11 @@ class AlignModel(nn.Module):
         self.background = nn.Parameter(torch.randn(int(cfg["n_background"]), dim) * 0.02)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(float(cfg["init_scale"]))))
         self.logit_bias = nn.Parameter(torch.tensor(float(cfg["init_bias"])))
+        # a tag's prior (how often it is present) read from its text embedding, so it stays open
+        # vocabulary; without it the only way to fit frequent vs rare tags is to bend S itself
+        self.text_prior = nn.Linear(dim, 1)
+        nn.init.zeros_(self.text_prior.weight)
+        nn.init.zeros_(self.text_prior.bias)
         self._tokenizer = None
 
     # -- image side ------------------------------------------------------------------------------
@@ -183,8 +189,9 @@ class AlignModel(nn.Module):
         """Per-pixel logits on the same scale as the pooled ones."""
         return self.logit_scale.exp() * S + self.logit_bias
 
-    def pool_logits(self, S: torch.Tensor) -> torch.Tensor:
-        """[B,K]: LogSumExp (or top-k mean) pooling, then learnable scale + bias (SigLIP-style)."""
+    def pool_logits(self, S: torch.Tensor, T: torch.Tensor | None = None) -> torch.Tensor:
+        """[B,K]: LogSumExp (or top-k mean) pooling, then learnable scale + bias (SigLIP-style);
+        with the tags' embeddings T [K,D] also each tag's text-predicted prior (as in training)."""
         flat = S.flatten(2).float()
         if self.align_cfg["pool"] == "topk":
             k = max(1, int(flat.shape[-1] * 0.1))
@@ -192,12 +199,15 @@ class AlignModel(nn.Module):
         else:
             r = float(self.align_cfg["lse_r"])
             pooled = (torch.logsumexp(r * flat, dim=-1) - math.log(flat.shape[-1])) / r
-        return self.logit_scale.exp() * pooled + self.logit_bias
+        logits = self.logit_scale.exp() * pooled + self.logit_bias
+        if T is not None:
+            logits = logits + self.text_prior(T.to(logits.dtype)).squeeze(-1)
+        return logits
 
     def forward(self, x: torch.Tensor, T: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(similarity maps [B,K,h,w], pooled logits [B,K])."""
         S = self.similarity(self.dense_features(x), T)
-        return S, self.pool_logits(S)
+        return S, self.pool_logits(S, T)
 
     def export_config(self) -> dict[str, Any]:
         """What a checkpoint needs to rebuild this model with nothing else."""

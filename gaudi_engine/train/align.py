@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 DEFAULTS = {  # tuned so ~500 SynthBooru images train in a few minutes on 2 CPU cores
     "epochs": 12, "batch_size": 32, "lr": 2e-3, "image_size": None, "bg_weight": 0.5,
-    "max_tags_per_step": 256, "trunk_lr_scale": 0.3,
+    "max_tags_per_step": 256, "trunk_lr_scale": 0.3, "rank_weight": 0.5, "excl_weight": 0.0,
+    "align_cfg": {},  # AlignModel settings (pooling, dense levels, backgrounds)
 }
 
 
@@ -44,7 +45,8 @@ def _pretokenize(model, descriptions: dict[str, list[str]], vocab: list[str]) ->
 
 
 def make_align_loss(tokens: torch.Tensor, owner: torch.Tensor, n_vocab: int, bg_weight: float = 0.5,
-                    max_tags_per_step: int = 256, seed: int = 0):
+                    max_tags_per_step: int = 256, seed: int = 0, rank_weight: float = 0.5,
+                    excl_weight: float = 0.0):
     """loss_fn(model, batch) -> (loss, metrics) for train_loop."""
     gen = torch.Generator().manual_seed(seed)
 
@@ -69,10 +71,16 @@ def make_align_loss(tokens: torch.Tensor, owner: torch.Tensor, n_vocab: int, bg_
         T = model.mean_by_owner(model.encode_tokens(sel_tokens), sel_owner, len(idx))
         F = model.dense_features(x)
         S = model.similarity(F, T)
-        logits = model.pool_logits(S)
+        logits = model.pool_logits(S, T)
         yk = y[:, idx.to(y.device)].float()
         cls = Fn.binary_cross_entropy_with_logits(logits, yk)
         loss, metrics = cls, {"cls": float(cls.detach())}
+        if rank_weight > 0:  # softmax over the tags, target = the image's tags: ranks present above
+            has = yk.sum(1) > 0  # absent and keeps the tags' text embeddings apart
+            if has.any():
+                rank = -(Fn.log_softmax(logits[has], 1) * (yk[has] / yk[has].sum(1, keepdim=True))).sum(1).mean()
+                loss = loss + rank_weight * rank
+                metrics["rank"] = float(rank.detach())
         if bg_weight > 0:
             scale, bias = model.logit_scale.exp().detach(), model.logit_bias.detach()
             with torch.no_grad():
@@ -81,6 +89,14 @@ def make_align_loss(tokens: torch.Tensor, owner: torch.Tensor, n_vocab: int, bg_
             bg = Fn.binary_cross_entropy_with_logits(z_bg, 1.0 - fg)
             loss = loss + bg_weight * bg
             metrics["bg"] = float(bg.detach())
+        if excl_weight > 0:  # pixels compete: a softmax over the tags + background at each pixel,
+            # mean-pooled: present tags must win area, absent ones none -> maps that partition the image
+            scale, bias = model.logit_scale.exp(), model.logit_bias
+            z = torch.cat([S, model.background_similarity(F)], 1) * scale + bias
+            q = torch.softmax(z.float(), 1)[:, :-1].mean((2, 3)).clamp(1e-5, 1 - 1e-5)
+            excl = -(yk * q.log() + (1 - yk) * (1 - q).log()).mean()
+            loss = loss + excl_weight * excl
+            metrics["excl"] = float(excl.detach())
         with torch.no_grad():
             p = yk > 0
             metrics["pos_logit"] = float(logits[p].mean()) if p.any() else 0.0
@@ -111,7 +127,8 @@ def train_align(manifest: str | os.PathLike, tag_desc: str | os.PathLike | None,
     extra = {"manifest": str(manifest), "tag_desc": str(tag_desc) if tag_desc else None, "model": model_name,
              "pretrained": pretrained, "image_size": image_size,
              "bg_weight": DEFAULTS["bg_weight"] if bg_weight is None else bg_weight,
-             "max_tags_per_step": DEFAULTS["max_tags_per_step"], "trunk_lr_scale": DEFAULTS["trunk_lr_scale"]}
+             "max_tags_per_step": DEFAULTS["max_tags_per_step"], "trunk_lr_scale": DEFAULTS["trunk_lr_scale"],
+             "rank_weight": DEFAULTS["rank_weight"], "excl_weight": DEFAULTS["excl_weight"], "align_cfg": dict(DEFAULTS["align_cfg"])}
     cfg = TrainConfig(out=str(out), epochs=epochs or DEFAULTS["epochs"], batch_size=batch_size or DEFAULTS["batch_size"],
                       lr=lr or DEFAULTS["lr"], device=device, seed=seed, workers=workers, resume=resume,
                       log_every=log_every, max_steps=max_steps, stage="train-align", extra=extra)
@@ -128,12 +145,14 @@ def train_align(manifest: str | os.PathLike, tag_desc: str | os.PathLike | None,
     warn_missing_descriptions(vocab, descriptions)
     torch.manual_seed(seed)
     model = create_align_model(extra["model"], pretrained="none" if resume and extra["pretrained"] else extra["pretrained"],
-                               image_size=extra["image_size"])
+                               image_size=extra["image_size"], **extra.get("align_cfg", {}))
     extra["image_size"] = model.preprocess_cfg["image_size"]
     dataset = TagImageDataset(records, vocab, model.preprocess_cfg, train=True, seed=seed)
     tokens, owner = _pretokenize(model, descriptions, vocab)
     loss_fn = make_align_loss(tokens, owner, len(vocab), bg_weight=float(extra["bg_weight"]),
-                              max_tags_per_step=int(extra["max_tags_per_step"]), seed=seed)
+                              max_tags_per_step=int(extra["max_tags_per_step"]), seed=seed,
+                              rank_weight=float(extra.get("rank_weight", DEFAULTS["rank_weight"])),
+                              excl_weight=float(extra.get("excl_weight", DEFAULTS["excl_weight"])))
     pretrained_trunk = model.align_cfg.get("init") not in (None, "random")
     trunk_scale = float(extra["trunk_lr_scale"]) if pretrained_trunk else 1.0
 
@@ -166,7 +185,8 @@ def evaluate_map(bundle, records: list[dict], batch_size: int = 32) -> dict[str,
     scores = []
     for i in range(0, len(ds), batch_size):
         x = torch.stack([ds[j]["image"] for j in range(i, min(i + batch_size, len(ds)))]).to(dev)
-        scores.append(model.pool_logits(model.similarity(model.dense_features(x), bundle.text_emb)).float().cpu())
+        S = model.similarity(model.dense_features(x), bundle.text_emb)
+        scores.append(model.pool_logits(S, bundle.text_emb).float().cpu())
     s, y = torch.cat(scores).numpy(), ds.labels.numpy()
     aps = {t: average_precision(s[:, k], y[:, k]) for k, t in enumerate(vocab)}
     valid = [v for v in aps.values() if v == v]

@@ -103,20 +103,21 @@ def runs_frame(state: StudioState) -> pd.DataFrame:
 
 
 def metrics_frame(view) -> pd.DataFrame:
-    """Loss curves of a job for the plot, one line per stage: the training loop's logged metrics
-    (loss, epoch_loss, val_*), or while those are still few, the live loss of its progress records."""
-    rows = []
-    for m in view.metrics:
-        for key, value in m.items():
-            if (key in ("loss", "epoch_loss") or key.startswith("val_")) and isinstance(value, (int, float)):
-                rows.append({"step": m.get("step", 0), "value": float(value), "series": f"{m.get('stage', '')} {key}"})
-    stages_with_loss = {r["series"].rsplit(" ", 1)[0] for r in rows if r["series"].endswith(" loss")}
-    counts = {s: sum(1 for r in rows if r["series"] == f"{s} loss") for s in stages_with_loss}
-    for p in view.points:
-        stage = p.get("stage", "")
-        if counts.get(stage, 0) < 2:
-            rows.append({"step": p.get("done", 0), "value": float(p["loss"]), "series": f"{stage} loss (live)"})
-    return pd.DataFrame(rows, columns=["step", "value", "series"])
+    """The job's training loss, one line over all its steps (a Run all's stages follow each other
+    on the x axis). From the loss carried by progress records (live, dense), else from the loop's
+    logged metrics. One series on purpose: Gradio's plot fixes its colour domain when first drawn."""
+    source = view.points or [m for m in view.metrics if isinstance(m.get("loss"), (int, float))]
+    rows, offset, last_stage, last_step = [], 0, None, 0
+    for rec in source:
+        stage = rec.get("stage", "")
+        step = int(rec.get("done", rec.get("step", 0)) or 0)
+        if last_stage is not None and (stage != last_stage or step < last_step):
+            offset += last_step  # a new stage (or a restarted counter) continues to the right
+        last_stage, last_step = stage, step
+        rows.append({"step": offset + step, "loss": float(rec["loss"])})
+    # explicit dtypes: the axes are quantitative only for numeric columns (an empty frame would
+    # otherwise make them nominal)
+    return pd.DataFrame(rows, columns=["step", "loss"]).astype({"step": "int64", "loss": "float64"})
 
 
 def build(state: StudioState) -> None:
@@ -127,14 +128,14 @@ def build(state: StudioState) -> None:
             pretrained = gr.Textbox("", label="Pretrained (open_clip tag or local file; empty = model default)",
                                     elem_id="train-pretrained")
             with gr.Row():
-                # empty knobs = the command's own (tuned) default
-                image_size = gr.Number(None, label="Image size", precision=0, minimum=32, elem_id="train-size",
-                                       placeholder="default")
-                epochs = gr.Number(None, label="Epochs", precision=0, minimum=1, elem_id="train-epochs",
-                                   placeholder="default")
+                # empty (or 0) knobs = the command's own (tuned) default
+                image_size = gr.Number(0, label="Image size (0 = default)", precision=0, minimum=0,
+                                      elem_id="train-size")
+                epochs = gr.Number(0, label="Epochs (0 = default)", precision=0, minimum=0,
+                                  elem_id="train-epochs")
             with gr.Row():
-                batch_size = gr.Number(None, label="Batch size", precision=0, minimum=1, elem_id="train-batch",
-                                       placeholder="default")
+                batch_size = gr.Number(0, label="Batch size (0 = default)", precision=0, minimum=0,
+                                      elem_id="train-batch")
                 device = gr.Dropdown(["cpu", "cuda", "auto"], value="cpu", label="Device")
             with gr.Row():
                 btn_a = gr.Button("Stage A", size="sm")
@@ -146,8 +147,9 @@ def build(state: StudioState) -> None:
         with gr.Column(scale=2):
             bar = gr.HTML(progress_html(0, "no job"), elem_id="train-progress")
             status = gr.Markdown("", elem_id="train-status")
-            plot = gr.LinePlot(metrics_frame(_empty_view()), x="step", y="value", color="series",
-                               title="Loss", height=260, elem_id="train-plot")
+            plot = gr.LinePlot(metrics_frame(_empty_view()), x="step", y="loss",
+                               title="Loss", x_title="step", y_title="loss",
+                               height=260, elem_id="train-plot")
             logs = gr.Textbox(label="Log (tail)", lines=10, max_lines=10, interactive=False,
                               autoscroll=True, elem_id="train-log")
     queue = gr.Dataframe(jobs_frame(state), label="Jobs (one at a time; queued ones wait)",

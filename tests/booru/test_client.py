@@ -142,3 +142,12 @@ def test_tags_batches_and_wiki(booru):
     assert all(len(r["params"]["search[name_comma]"].split(",")) <= 100 for r in tag_requests)
     assert c.wiki_page("smile")["body"] == "A [[smile|smiling]] face."
     assert c.wiki_page("nope") is None
+
+
+def test_media_404_is_returned_not_raised(booru):
+    b = booru(3)
+    c = client_for(b)
+    resp = c.request(b.url + "/data/original/00/00/missing.png", stream=True)
+    assert resp.status_code == 404
+    with pytest.raises(RemoteError, match="404"):
+        c.request(b.url + "/nope.json")

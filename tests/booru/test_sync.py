@@ -155,7 +155,7 @@ def _progress_done(path) -> int:
 
 def test_sigkill_halfway_then_rerun_gives_exact_catalogue(booru, workspace, tmp_path):
     b = booru(540, seed=12, banned=0.04, deleted=0.04, mp4=0.03)
-    b.faults = FaultPlan(rate=0.1, seed=13, latency=0.03)
+    b.faults = FaultPlan(rate=0.1, seed=13, latency=0.06)
     args = ["--workspace", workspace.root, "sync", "--base-url", b.url, "--page-size", "20",
             "--rps", "0", "--backoff", "0.01", "--max-tries", "10"]
     jsonl = tmp_path / "progress.jsonl"
@@ -184,3 +184,16 @@ def test_sigkill_halfway_then_rerun_gives_exact_catalogue(booru, workspace, tmp_
         assert cat.scalar("SELECT done FROM sync_state") is True
     finally:
         cat.close()
+
+
+def test_a_booru_that_ignores_paging_is_an_error_not_a_loop(booru, workspace, catalogue):
+    b = booru(30, seed=14)
+    first_page = b.search_posts("", 10, "1")
+    b.search_posts = lambda tags, limit, page: first_page  # answers page 1 whatever is asked
+    with pytest.raises(RemoteError, match="ignored page=b"):
+        sync_posts(workspace, catalogue, client_for(b), page_size=10)
+    assert catalogue.scalar("SELECT count(*) FROM posts") == 10
+    b.search_posts = lambda tags, limit, page: [{"no": "id"}]
+    catalogue.execute("DELETE FROM sync_state")
+    with pytest.raises(RemoteError, match="not a post"):
+        sync_posts(workspace, catalogue, client_for(b), page_size=10)
