@@ -12,9 +12,11 @@ from gaudi_engine.booru.sync import sync_posts
 from gaudi_engine.catalogue.store import upsert_posts, upsert_tags
 from gaudi_engine.workspace import DanbooruSettings
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "danbooru"
-if not FIXTURES.is_dir():  # the checkout may live elsewhere; the shared folder is at /work/shared
-    FIXTURES = Path("/work/shared/fixtures/danbooru")
+# a copy travels with the repository (tests/fixtures/danbooru, see ORIGIN.md there); the shared
+# folder beside the checkout is the source it was copied from
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "danbooru"
+if not FIXTURES.is_dir():
+    FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "danbooru"
 POST_FILES = sorted(p for p in FIXTURES.glob("*.json") if "_post" in p.name)
 TAG_FILES = sorted(FIXTURES.glob("*_tags_*.json"))
 
