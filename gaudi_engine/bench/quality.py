@@ -87,8 +87,12 @@ def score_predictor(predictor, records: list[dict], gt_root, threshold: float = 
 
 def run_quality_bench(work_dir, n_train: int = 600, n_test: int = 200, size=(128, 192), align_epochs: int = 12,
                       seg_epochs: int = 10, model: str = "gaudi-lite0", image_size: int = 128, seed: int = 0,
-                      ablations: bool = True, device: str = "cpu", batch_size: int = 32, log=print) -> dict:
-    """Run everything in `work_dir`; returns the results (also written to work_dir/bench.json)."""
+                      ablations: bool = True, ablation_n: int | None = 150, device: str = "cpu", batch_size: int = 32,
+                      align_ckpt=None, log=print) -> dict:
+    """Run everything in `work_dir`; returns the results (also written to work_dir/bench.json).
+    `align_ckpt` reuses a Stage A checkpoint trained on the same train split (skips Stage A);
+    ablations run on the first `ablation_n` train posts (None: all), compared with the default
+    pseudo-labeller on the same posts."""
     from .. import synth
     from ..infer import Predictor
     from ..pseudo.cam import CamConfig
@@ -118,8 +122,9 @@ def run_quality_bench(work_dir, n_train: int = 600, n_test: int = 200, size=(128
         te = synth.generate(work / "test", n_test, seed=seed, size=size, split="test")
     train_recs, test_recs = read_manifest(tr["manifest"]), read_manifest(te["manifest"])
     desc = tr["tag_descriptions"]
-    with stage("train-align"):
-        align_ckpt = _train_align(work, tr["manifest"], desc, model, image_size, align_epochs, batch_size, device, seed)
+    if align_ckpt is None:
+        with stage("train-align"):
+            align_ckpt = _train_align(work, tr["manifest"], desc, model, image_size, align_epochs, batch_size, device, seed)
     with stage("cam-only (test)"):
         cam = score_predictor(Predictor(align_ckpt, device=device), test_recs, work / "test" / "gt")
     rows.append({"row": "CAM only (affinity + regions)", "miou": cam["miou"], "time_s": times["cam-only (test)"]})
@@ -152,7 +157,17 @@ def run_quality_bench(work_dir, n_train: int = 600, n_test: int = 200, size=(128
                  "time_s": times["oracle"]})
     ablation_rows = []
     if ablations:
+        abl_manifest = tr["manifest"]
+        abl_recs = train_recs
+        if ablation_n and ablation_n < len(train_recs):
+            import pandas as pd
+
+            df = pd.read_csv(tr["manifest"]).head(ablation_n)
+            abl_manifest = work / "train" / f"manifest_first{ablation_n}.csv"
+            df.to_csv(abl_manifest, index=False)
+            abl_recs = read_manifest(abl_manifest)
         variants = {
+            "default (same posts)": PseudoConfig(),
             "no affinity": PseudoConfig(affinity=False),
             "no regions": PseudoConfig(regions=None),
             "felzenszwalb regions": PseudoConfig(regions="felzenszwalb"),
@@ -161,12 +176,13 @@ def run_quality_bench(work_dir, n_train: int = 600, n_test: int = 200, size=(128
             "background-only softmax": PseudoConfig(cam=CamConfig(mode="background")),
         }
         for name, cfg in variants.items():
-            d = work / ("ablation_" + name.replace(" ", "_"))
+            d = work / ("ablation_" + name.split(" (")[0].replace(" ", "_"))
             with stage(f"ablation {name}"):
-                run_pseudolabels(tr["manifest"], desc, align_ckpt, d, device=device, config=cfg)
-            sc = score_pseudomasks(d, train_recs, work / "train" / "gt")
+                run_pseudolabels(abl_manifest, desc, align_ckpt, d, device=device, config=cfg)
+            sc = score_pseudomasks(d, abl_recs, work / "train" / "gt")
             ablation_rows.append({"row": f"pseudo v1, {name}", "miou": sc["miou_accepted"], "miou_all": sc["miou_all"],
-                                  "accepted": f"{sc['n_accepted']}/{sc['n_masks']}", "time_s": times[f"ablation {name}"]})
+                                  "accepted": f"{sc['n_accepted']}/{sc['n_masks']}", "time_s": times[f"ablation {name}"],
+                                  "acc_over_rej": sc["accepted_over_rejected"]})
     final = s2_score["miou"]
     result = {"rows": rows, "ablations": ablation_rows, "times": times,
               "validators": {k: v1[k] for k in ("mean_iou_accepted", "mean_iou_rejected", "accepted_over_rejected",
@@ -175,7 +191,7 @@ def run_quality_bench(work_dir, n_train: int = 600, n_test: int = 200, size=(128
               "round2_minus_round1": s2_score["miou"] - s1_score["miou"],
               "per_tag": {"cam": cam["per_tag"], "s1": s1_score["per_tag"], "s2": s2_score["per_tag"],
                           "oracle": orc_score["per_tag"]},
-              "config": {"n_train": n_train, "n_test": n_test, "size": list(size), "align_epochs": align_epochs,
+              "config": {"ablation_n": ablation_n, "n_train": n_train, "n_test": n_test, "size": list(size), "align_epochs": align_epochs,
                          "seg_epochs": seg_epochs, "model": model, "image_size": image_size, "seed": seed},
               "total_time_s": round(sum(times.values()), 1)}
     (work / "bench.json").write_text(json.dumps(result, indent=1, default=float))
@@ -195,11 +211,14 @@ def _train_align(work: Path, manifest, desc, model, image_size, epochs, batch_si
 
 def markdown_table(result: dict) -> str:
     lines = ["| row | mIoU | time (s) | note |", "|---|---|---|---|"]
+    lines_note = "ablations: pseudo-masks on the first posts of the train split; mIoU of accepted masks, 'all' = every mask"
+
     for r in result["rows"] + result.get("ablations", []):
         note = r.get("note") or (f"all {r['miou_all']:.3f}; accepted {r['accepted']}" if "miou_all" in r else "")
         lines.append(f"| {r['row']} | {r['miou']:.3f} | {r['time_s']} | {note} |")
     v = result["validators"]
     lines.append("")
+    lines.append(lines_note)
     lines.append(f"validators: mean IoU accepted {v['mean_iou_accepted']:.3f} vs rejected "
                  f"{v['mean_iou_rejected']:.3f} (x{v['accepted_over_rejected']:.2f}); best score "
                  f"{v['best_validator']} Spearman {v['best_spearman']:.3f}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from . import tag_index
+
 # A post's image state, whether or not `media` has a row for its md5 (banned posts have no md5).
 _POST_MEDIA_STATUS = """
 CASE
@@ -40,7 +42,15 @@ def counts(cat) -> dict[str, Any]:
 
 def _candidate_ids(cat, tag: str | None, below: int | None, n: int, offset: int = 0) -> list[int]:
     """Post ids, newest first, optionally with general tag `tag` and below id `below`.
-    Driven by a top-N over one table (no join): fast at 1M posts / 25M post_tags."""
+    A tag is answered from the tag index (catalogue/tag_index.py) when there is one; otherwise
+    by a top-N over post_tags alone (no join), fast on small catalogues."""
+    if tag:
+        indexed = tag_index.candidate_sql(cat, tag, below)
+        if indexed is not None:
+            sql, params = indexed
+            return [r[0] for r in cat.fetchall(
+                f"SELECT post_id FROM ({sql}) ORDER BY post_id DESC LIMIT ? OFFSET ?",
+                [*params, int(n), int(offset)])]
     table, col = ("post_tags", "post_id") if tag else ("posts", "id")
     where, params = [], []
     if tag:

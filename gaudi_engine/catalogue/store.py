@@ -13,6 +13,7 @@ from typing import Any, Iterable
 import numpy as np
 import pyarrow as pa
 
+from . import tag_index
 from .db import Catalogue
 
 POST_SCHEMA = pa.schema([
@@ -63,6 +64,7 @@ def write_posts(cur, posts: list[dict[str, Any]]) -> int:
     tag_tbl = pa.table({"post_id": np.array(post_ids, dtype=np.int64),
                         "tag": pa.array(tags, pa.string())})
     write_post_tables(cur, post_tbl, tag_tbl)
+    tag_index.maybe_refresh(cur)
     return len(posts)
 
 
@@ -83,6 +85,12 @@ def write_post_tables(cur, post_tbl: pa.Table, tag_tbl: pa.Table) -> None:
         if old:
             cur.execute("DELETE FROM post_tags WHERE post_id IN (SELECT unnest(?::BIGINT[]))", [old])
         cur.execute("INSERT INTO post_tags (post_id, tag) SELECT post_id, tag FROM _gaudi_new_post_tags")
+        # the tag index answers for these posts from post_tags until its next rebuild
+        if old:
+            cur.execute("INSERT INTO tag_index_dirty SELECT id, list_contains(?::BIGINT[], id) "
+                        "FROM _gaudi_new_posts", [old])
+        else:
+            cur.execute("INSERT INTO tag_index_dirty SELECT id, false FROM _gaudi_new_posts")
     finally:
         cur.unregister("_gaudi_new_posts")
         cur.unregister("_gaudi_new_post_tags")

@@ -185,9 +185,18 @@ class AlignModel(nn.Module):
         """[B,1,h,w]: the best of the background embeddings at each pixel."""
         return self.similarity(F, self.background).amax(1, keepdim=True)
 
-    def pixel_logits(self, S: torch.Tensor) -> torch.Tensor:
-        """Per-pixel logits on the same scale as the pooled ones."""
-        return self.logit_scale.exp() * S + self.logit_bias
+    def tag_prior(self, T: torch.Tensor) -> torch.Tensor:
+        """[K] (or [B,K] for T [B,K,D]): each tag's text-predicted logit offset."""
+        return self.text_prior(T.float()).squeeze(-1)
+
+    def pixel_logits(self, S: torch.Tensor, T: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-pixel logits on the same scale as the pooled ones (pooling them with LogSumExp gives
+        the pooled logit). Pass T to include each tag's prior: needed to compare tags at a pixel."""
+        z = self.logit_scale.exp() * S + self.logit_bias
+        if T is not None:
+            prior = self.tag_prior(T)
+            z = z + (prior[None, :, None, None] if prior.dim() == 1 else prior[:, :, None, None])
+        return z
 
     def pool_logits(self, S: torch.Tensor, T: torch.Tensor | None = None) -> torch.Tensor:
         """[B,K]: LogSumExp (or top-k mean) pooling, then learnable scale + bias (SigLIP-style);
@@ -201,7 +210,7 @@ class AlignModel(nn.Module):
             pooled = (torch.logsumexp(r * flat, dim=-1) - math.log(flat.shape[-1])) / r
         logits = self.logit_scale.exp() * pooled + self.logit_bias
         if T is not None:
-            logits = logits + self.text_prior(T.to(logits.dtype)).squeeze(-1)
+            logits = logits + self.tag_prior(T).to(logits.dtype)
         return logits
 
     def forward(self, x: torch.Tensor, T: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -129,7 +129,7 @@ def tag_probabilities(model, x: torch.Tensor, text: torch.Tensor) -> torch.Tenso
 
 
 def estimate_nesting(cooc: dict[tuple[str, str], float], overlap: dict[tuple[str, str], float],
-                     min_cooc: float = 0.9, min_overlap: float = 0.6) -> set[tuple[str, str]]:
+                     min_cooc: float = 0.9, min_overlap: float = 0.75) -> set[tuple[str, str]]:
     """(child, parent) pairs: the child almost never appears without the parent (co-occurrence
     P(parent | child)) AND its CAM mass lies inside the parent's (overlap). Co-occurrence alone
     would nest `ocean` in `beach`; the CAM overlap tells side-by-side from inside."""

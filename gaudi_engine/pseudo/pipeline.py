@@ -257,7 +257,6 @@ def estimate_nests(labeler: PseudoLabeler, records: list[dict], cfg: PseudoConfi
     candidates = {p for p, v in cooc.items() if v >= 0.9}
     if not candidates:
         return set()
-    bg_cfg = CamConfig(scales=(1.0,), flip=False, mode="background", temperature=cfg.cam.temperature)
     sums: dict[tuple[str, str], list[float]] = {}
     for rec in sorted(records, key=lambda r: r["post_id"])[: cfg.nest_sample]:
         tags = rec["tags"]
@@ -269,10 +268,17 @@ def estimate_nests(labeler: PseudoLabeler, records: list[dict], cfg: PseudoConfi
         except ValueError:
             continue
         x = prepare_image(image, labeler.preprocess).to(labeler.device)
-        cam = text_cam(labeler.model, x, labeler.texts.get(tags), tags, bg_cfg)
-        maps = {t: cam.probs[i].cpu().numpy() for i, t in enumerate(tags)}
+        with torch.no_grad():
+            sim = labeler.model.similarity(labeler.model.dense_features(x.unsqueeze(0)), labeler.texts.get(tags))[0]
+        # per-image min-max normalised similarity: a nested child's core is where the parent
+        # also scores near its own peak; a neighbour's core is where the parent is low
+        lo = sim.flatten(1).min(1).values.view(-1, 1, 1)
+        hi = sim.flatten(1).max(1).values.view(-1, 1, 1)
+        norm = ((sim - lo) / (hi - lo).clamp(min=1e-6)).cpu().numpy()
+        maps = {t: norm[i] for i, t in enumerate(tags)}
         for a, b in pairs:
-            sums.setdefault((a, b), []).append(containment(maps[a], maps[b]))
+            core = maps[a] >= 0.7
+            sums.setdefault((a, b), []).append(float(maps[b][core].mean()) if core.any() else 0.0)
     overlap = {p: float(np.mean(v)) for p, v in sums.items()}
     return estimate_nesting(cooc, overlap)
 

@@ -29,7 +29,7 @@ from .loop import TrainConfig, saved_config, train_loop
 log = logging.getLogger(__name__)
 
 DEFAULTS = {  # tuned so ~500 SynthBooru images train in a few minutes on 2 CPU cores
-    "epochs": 12, "batch_size": 32, "lr": 2e-3, "image_size": None, "bg_weight": 0.5,
+    "epochs": 10, "batch_size": 32, "lr": 2e-3, "image_size": None, "bg_weight": 0.5,
     "max_tags_per_step": 256, "trunk_lr_scale": 0.3, "rank_weight": 0.5, "excl_weight": 0.0,
     "align_cfg": {},  # AlignModel settings (pooling, dense levels, backgrounds)
 }
@@ -84,15 +84,14 @@ def make_align_loss(tokens: torch.Tensor, owner: torch.Tensor, n_vocab: int, bg_
         if bg_weight > 0:
             scale, bias = model.logit_scale.exp().detach(), model.logit_bias.detach()
             with torch.no_grad():
-                fg = (torch.sigmoid(scale * S + bias) * yk[:, :, None, None]).amax(1)
+                fg = (torch.sigmoid(model.pixel_logits(S, T)) * yk[:, :, None, None]).amax(1)
             z_bg = scale * model.background_similarity(F)[:, 0] + bias
             bg = Fn.binary_cross_entropy_with_logits(z_bg, 1.0 - fg)
             loss = loss + bg_weight * bg
             metrics["bg"] = float(bg.detach())
         if excl_weight > 0:  # pixels compete: a softmax over the tags + background at each pixel,
             # mean-pooled: present tags must win area, absent ones none -> maps that partition the image
-            scale, bias = model.logit_scale.exp(), model.logit_bias
-            z = torch.cat([S, model.background_similarity(F)], 1) * scale + bias
+            z = torch.cat([model.pixel_logits(S, T), model.pixel_logits(model.background_similarity(F))], 1)
             q = torch.softmax(z.float(), 1)[:, :-1].mean((2, 3)).clamp(1e-5, 1 - 1e-5)
             excl = -(yk * q.log() + (1 - yk) * (1 - q).log()).mean()
             loss = loss + excl_weight * excl

@@ -301,6 +301,15 @@ def train_loop(cfg: TrainConfig, model: torch.nn.Module, dataset, loss_fn: Calla
                 writer.add_scalar("train/epoch_loss", summary["loss"], step)
                 bar.metric(**ep)
             epoch += 1
+        if world > 1:  # every rank must hold the same weights: record that they do
+            sums = torch.stack([p.detach().double().sum() for p in params]).to(device)
+            lo, hi = sums.clone(), sums.clone()
+            dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+            dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+            summary["ranks_in_sync"] = bool(((hi - lo).abs() <= 1e-6 * (1 + hi.abs())).all())
+            if is_main:
+                metrics_fh.write(json.dumps({"time": round(time.time(), 3), "world_size": world,
+                                             "ranks_in_sync": summary["ranks_in_sync"]}) + "\n")
     except BaseException:
         bar.fail()
         raise

@@ -126,7 +126,8 @@ def build(state: StudioState) -> None:
             summary = gr.Markdown("", elem_id="pm-summary")
             with gr.Row():
                 export = gr.Button("Export accepted masks (PNG zip + COCO JSON)", size="sm")
-            files = gr.File(label="Exports", file_count="multiple", interactive=False, visible=False)
+            files = gr.File(label="Exports", file_count="multiple", interactive=False, visible=False,
+                            elem_id="pm-files")
         with gr.Column(scale=3):
             with gr.Row():
                 prev = gr.Button("◀ Previous", size="sm", elem_id="pm-prev")

@@ -94,6 +94,12 @@ def test_training_job_reaches_100_percent_with_a_loss_plot(page, pipeline):
         return p && ((p.getAttribute('d') || '').match(/L/g) || []).length >= 2; }""")
     page.wait_for_selector("#train-runs:has-text('runs/seg_s1/checkpoints/last.pt')")
     shot(page, "train")
+    # the job lives in the server (and runs/_jobs/), not in the page
+    page.reload()
+    page.wait_for_selector("#sync-gallery")
+    open_tab(page, "Train")
+    page.wait_for_selector("#train-jobs:has-text('Stage B')")
+    page.wait_for_selector("#train-progress [data-pct='100']")
 
 
 def test_pseudo_mask_browser_shows_overlay_and_scores(page, pipeline):
@@ -113,10 +119,34 @@ def test_pseudo_mask_browser_shows_overlay_and_scores(page, pipeline):
     shot(page, "pseudo_masks")
 
 
+def test_pseudo_mask_export_writes_pngs_and_coco(page, pipeline, studio):
+    import json
+    import zipfile
+
+    from gaudi_engine import rle
+
+    pipeline.wait()
+    open_tab(page, "Pseudo-masks")
+    page.get_by_role("button", name="Export accepted masks (PNG zip + COCO JSON)").click()
+    page.wait_for_selector("#pm-files:has-text('pseudomasks_v1_coco')")
+    export = studio[1] / "runs" / "pseudomasks_v1" / "export"
+    coco = json.loads((export / "pseudomasks_v1_coco.json").read_text())
+    names = zipfile.ZipFile(export / "pseudomasks_v1_masks.zip").namelist()
+    assert coco["annotations"] and len(names) == len(coco["annotations"])
+    by_id = {c["id"]: c["name"] for c in coco["categories"]}
+    for ann in coco["annotations"][:5]:
+        m = rle.decode(ann["segmentation"])
+        img = next(i for i in coco["images"] if i["id"] == ann["image_id"])
+        assert m.shape == (img["height"], img["width"]) and int(m.sum()) == ann["area"] > 0
+        assert by_id[ann["category_id"]]
+
+
 def test_playground_upload_shows_one_mask_per_tag(page, pipeline, studio, tmp_path):
     pipeline.wait()
     img = copy_sample(studio[1], tmp_path / "upload.png")
     open_tab(page, "Playground")
+    page.locator("#pg-run").click()  # no image yet: a visible message, not a silent spinner
+    page.get_by_text("upload an image first").first.wait_for()
     page.locator("#pg-image input[type=file]").set_input_files(str(img))
     tags = page.locator("#pg-tags input")
     for t in ("sky", "grass"):
@@ -126,6 +156,8 @@ def test_playground_upload_shows_one_mask_per_tag(page, pipeline, studio, tmp_pa
     page.wait_for_function("document.querySelectorAll('#pg-table .virtual-row').length == 2", timeout=60_000)
     table = page.locator("#pg-table").inner_text()
     assert "sky" in table and "grass" in table
+    page.wait_for_selector("#pg-files:has-text('masks')")
+    page.wait_for_timeout(500)
     legend = page.locator("#pg-overlay").inner_text()
     assert "sky" in legend and "grass" in legend
     no_error_toast(page)
