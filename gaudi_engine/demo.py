@@ -88,8 +88,8 @@ def build_demo(ws: Workspace, n: int = 600, size: tuple[int, int] = (128, 192), 
         return json.loads(marker.read_text(encoding="utf-8"))
     t0 = time.time()
     ws.ensure()
+    cat = open_catalogue(ws.catalogue_path)  # first: fails fast if a studio holds the workspace
     src = generate_source(ws, n, size, seed)
-    cat = open_catalogue(ws.catalogue_path)
     booru = start_demo_booru(ws)
     try:
         summary = sync_from_booru(ws, cat, booru.url)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..booru.client import DanbooruClient
 from ..booru.local_booru import LocalBooru
@@ -106,16 +107,6 @@ def _generated_chunk(rng: np.random.Generator, first_id: int, n: int, tags_per_p
     ids = np.arange(first_id, first_id + n, dtype=np.int64)
     hexes = rng.bytes(16 * n).hex()
     md5 = [hexes[i:i + 32] for i in range(0, 32 * n, 32)]
-    post = pa.table({
-        "id": ids, "md5": md5, "file_ext": pa.array(["jpg"] * n), "file_size": rng.integers(50_000, 5_000_000, n),
-        "rating": pa.array(np.array(list("gsqe"))[rng.integers(0, 4, n)]),
-        "width": rng.integers(500, 4000, n).astype(np.int32), "height": rng.integers(500, 4000, n).astype(np.int32),
-        "file_url": pa.nulls(n, pa.string()), "large_file_url": pa.nulls(n, pa.string()),
-        "preview_url": pa.nulls(n, pa.string()), "is_deleted": rng.random(n) < 0.03,
-        "is_banned": np.zeros(n, dtype=bool), "source": pa.nulls(n, pa.string()),
-        "origin": pa.array(["bench"] * n), "created_at": pa.nulls(n, pa.string()),
-        "raw": pa.array([f'{{"id":{i}}}' for i in ids.tolist()]),
-    }, schema=POST_SCHEMA)
     vocab = len(names)
     draws = 2 * tags_per_post
     # skewed ranks: a few tags are on most posts (like 1girl, solo), most are rare
@@ -129,6 +120,25 @@ def _generated_chunk(rng: np.random.Generator, first_id: int, n: int, tags_per_p
     # dictionary-encoded names: generating 25M Python strings would dwarf the ingest being timed
     tag_col = pa.DictionaryArray.from_arrays(pa.array(tags.astype(np.int32)), names)
     pairs = pa.table({"post_id": pa.array(ids[rows]), "tag": tag_col})
+    # posts.general_tags: each post's names in alphabetical order, space-separated
+    alpha = np.argsort(np.argsort(names.to_numpy(zero_copy_only=False)))  # rank -> sorted position
+    by_name = np.where(keep, alpha[ranks], vocab)
+    by_name.sort(axis=1)
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(keep.sum(axis=1), out=offsets[1:])
+    sorted_names = names.take(pa.array(np.argsort(alpha)[by_name[by_name < vocab]]))
+    general = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), sorted_names), " ")
+    post = pa.table({
+        "id": ids, "md5": md5, "file_ext": pa.array(["jpg"] * n), "file_size": rng.integers(50_000, 5_000_000, n),
+        "rating": pa.array(np.array(list("gsqe"))[rng.integers(0, 4, n)]),
+        "width": rng.integers(500, 4000, n).astype(np.int32), "height": rng.integers(500, 4000, n).astype(np.int32),
+        "file_url": pa.nulls(n, pa.string()), "large_file_url": pa.nulls(n, pa.string()),
+        "preview_url": pa.nulls(n, pa.string()), "is_deleted": rng.random(n) < 0.03,
+        "is_banned": np.zeros(n, dtype=bool), "source": pa.nulls(n, pa.string()),
+        "origin": pa.array(["bench"] * n), "created_at": pa.nulls(n, pa.string()),
+        "raw": pa.array([f'{{"id":{i}}}' for i in ids.tolist()]),
+        "general_tags": general,
+    }, schema=POST_SCHEMA)
     return post, pairs
 
 

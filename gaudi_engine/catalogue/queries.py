@@ -75,12 +75,15 @@ def _ok_paths(cat, md5s: list[str]) -> dict[str, str]:
     return out
 
 
-def _details(cat, ids: list[int]) -> dict[int, tuple]:
+def _details(cat, ids: list[int], with_tags: bool = True) -> dict[int, tuple]:
+    """id -> (id, md5, rating, width, height, is_deleted, general_tags or None)."""
     if not ids:
         return {}
     id_list = ", ".join(str(int(i)) for i in ids)  # ints only: safe to inline, and fastest
+    tags = "general_tags" if with_tags else "NULL"
     return {r[0]: r for r in cat.fetchall(
-        f"SELECT id, md5, rating, width, height, is_deleted FROM posts WHERE id IN ({id_list})")}
+        f"SELECT id, md5, rating, width, height, is_deleted, {tags} FROM posts "
+        f"WHERE id IN ({id_list})")}
 
 
 def latest_posts(cat, limit: int = 48, tag: str | None = None, offset: int = 0,
@@ -103,26 +106,23 @@ def latest_posts(cat, limit: int = 48, tag: str | None = None, offset: int = 0,
             cand = _candidate_ids(cat, tag, below, batch)
             if not cand:
                 break
-            d = _details(cat, cand)
+            d = _details(cat, cand, with_tags=False)
             ok = _ok_paths(cat, [row[1] for row in d.values()])
             for i in cand:
                 if i in d and d[i][1] in ok:
                     ids.append(i)
-                    details[i] = d[i]
                     paths[d[i][1]] = ok[d[i][1]]
             below, batch = cand[-1], min(batch * 2, 65536)
         ids = ids[offset:need]
+        details = _details(cat, ids)
     ids = [i for i in ids if i in details]
     if not ids:
         return []
-    id_list = ", ".join(str(i) for i in ids)
-    tags_of = {pid: list(tags) for pid, tags in cat.fetchall(
-        f"SELECT post_id, list(tag ORDER BY tag) FROM post_tags WHERE post_id IN ({id_list}) "
-        f"GROUP BY post_id")}
     out = []
     for pid in ids:
-        _, md5, rating, w, h, deleted = details[pid]
-        out.append({"id": pid, "image_path": paths.get(md5), "tags": tags_of.get(pid, []),
+        _, md5, rating, w, h, deleted, tags = details[pid]
+        # posts.general_tags mirrors post_tags (sorted): one row read, not a post_tags scan
+        out.append({"id": pid, "image_path": paths.get(md5), "tags": tags.split() if tags else [],
                     "rating": rating, "width": w, "height": h, "md5": md5,
                     "is_deleted": bool(deleted)})
     return out

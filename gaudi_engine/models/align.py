@@ -45,8 +45,10 @@ class AlignModel(nn.Module):
         self.model_name = model_name
         self.model_cfg = model_cfg
         self.preprocess_cfg = dict(preprocess_cfg)
-        cfg = {"n_background": 2, "pool": "lse", "lse_r": 8.0, "init_scale": 10.0, "init_bias": -1.0,
-               "dense_strides": [8, 16, 32]}
+        # measured on SynthBooru (lite0, 200 images): stride-8 features alone (a smaller receptive
+        # field) and a softer LogSumExp (r=2) localise as well as an FPN over 8/16/32 or r=8, cheaper
+        cfg = {"n_background": 2, "pool": "lse", "lse_r": 2.0, "init_scale": 10.0, "init_bias": -1.0,
+               "dense_strides": [8]}
         cfg.update(align_cfg or {})
         self.align_cfg = cfg
         dim = int(model_cfg["embed_dim"])

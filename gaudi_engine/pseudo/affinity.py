@@ -18,10 +18,11 @@ def local_affinity(feats: torch.Tensor, radius: int = 2, beta: float = 10.0,
     k = 2 * radius + 1
     pad = radius * dilation
     f = F.normalize(feats.float(), dim=1)
-    nb = F.unfold(f, kernel_size=k, dilation=dilation, padding=pad)  # [B, D*k*k, h*w]
-    nb = nb.view(b, d, k * k, h * w)
-    cos = (nb * f.view(b, d, 1, h * w)).sum(1)  # [B, k*k, h*w]
-    # Out-of-image neighbours (zero padding) get cos = 0; push them out of the softmax.
+    fp = F.pad(f, (pad, pad, pad, pad))
+    # one shifted dot product per offset (same order as F.unfold): no [D*k*k, h*w] tensor
+    cos = torch.stack([(f * fp[:, :, i * dilation:i * dilation + h, j * dilation:j * dilation + w]).sum(1)
+                       for i in range(k) for j in range(k)], 1).view(b, k * k, h * w)
+    # Out-of-image neighbours (zero padding) must not take part in the softmax.
     valid = F.unfold(torch.ones(1, 1, h, w, device=f.device), kernel_size=k, dilation=dilation,
                      padding=pad).view(1, k * k, h * w) > 0.5
     logits = (beta * cos).masked_fill(~valid, float("-inf"))

@@ -20,7 +20,7 @@ CAM_MODES = ("nesting", "all", "background")
 
 @dataclass
 class CamConfig:
-    scales: tuple[float, ...] = (1.0, 1.25)
+    scales: tuple[float, ...] = (1.0,)  # + flip; more scales cost a pass each
     flip: bool = True
     mode: str = "nesting"
     temperature: float | None = None  # None: the align model's own logit scale

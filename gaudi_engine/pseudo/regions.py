@@ -17,7 +17,7 @@ def superpixels(image: np.ndarray, method: str = "slic", n_segments: int | None 
     if method == "slic":
         n = n_segments or max(16, (h * w) // 120)  # ~11x11 px regions: small enough for thin parts
         labels = slic(image, n_segments=n, compactness=compactness, start_label=0,
-                      enforce_connectivity=True, channel_axis=-1)
+                      enforce_connectivity=True, channel_axis=-1, max_num_iter=5)
     elif method == "felzenszwalb":
         scale = max(20.0, (h * w) / 400.0)
         labels = felzenszwalb(image, scale=scale, sigma=0.5, min_size=max(8, (h * w) // 1500))

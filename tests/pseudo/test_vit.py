@@ -41,7 +41,7 @@ def test_vit_cam_pseudolabels_segmenter_infer(tmp_path):
 
     img = Image.open(tmp_path / "data/images/000000.png").convert("RGB")
     x = prepare_image(img, model.preprocess_cfg)
-    cam = text_cam(model, x, emb[:3], vocab[:3], CamConfig())
+    cam = text_cam(model, x, emb[:3], vocab[:3], CamConfig(scales=(1.0, 1.25)))
     assert cam.probs.shape[0] == 3 and cam.views.shape[:2] == (4, 3)  # 2 scales x flip
     assert torch.isfinite(cam.probs).all() and float(cam.probs.min()) >= 0 and float(cam.probs.max()) <= 1
 

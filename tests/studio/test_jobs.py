@@ -32,7 +32,10 @@ def test_job_runs_steps_in_order_and_reports_progress(tmp_path):
     view = read_progress(jm.job_dir(done) / "progress.jsonl")
     assert view.stage and view.done > 0
     assert "$ gaudi demo" in jm.log_tail(done)
-    assert (ws.root / "demo.json").exists()
+    # `gaudi demo` synced the 6 scenes from its local booru: posts, images, wiki, descriptions
+    info = json.loads((ws.root / "demo.json").read_text())
+    assert info["counts"]["posts"] == 6 and info["counts"]["media"]["ok"] == 6
+    assert info["counts"]["descriptions"] > 0 and info["counts"]["wiki_pages"] > 0
     assert jm.wait(second.id, timeout=60).status == "done"
     # state on disk: a new manager (a studio restart) lists the same jobs
     again = JobManager(ws)
