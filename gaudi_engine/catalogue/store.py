@@ -86,8 +86,9 @@ def write_post_tables(cur, post_tbl: pa.Table, tag_tbl: pa.Table) -> None:
         # scan of the whole post_tags table per page (25M rows at Danbooru scale)
         old = [r[0] for r in cur.execute(
             "SELECT id FROM posts WHERE id IN (SELECT id FROM _gaudi_new_posts)").fetchall()]
-        verb = "INSERT OR REPLACE" if old else "INSERT"  # no conflicts possible: skip their check
-        cur.execute(f"{verb} INTO posts ({cols}, raw, general_tags, synced_at) "
+        if old:  # delete + insert: an in-place INSERT OR REPLACE of scattered rows is ~10x slower
+            cur.execute("DELETE FROM posts WHERE id IN (SELECT unnest(?::BIGINT[]))", [old])
+        cur.execute(f"INSERT INTO posts ({cols}, raw, general_tags, synced_at) "
                     f"SELECT {cols}, raw::JSON, general_tags, now() FROM _gaudi_new_posts")
         if old:
             cur.execute("DELETE FROM post_tags WHERE post_id IN (SELECT unnest(?::BIGINT[]))", [old])

@@ -29,7 +29,7 @@ from .loop import TrainConfig, saved_config, train_loop
 log = logging.getLogger(__name__)
 
 DEFAULTS = {  # tuned so ~500 SynthBooru images train in a few minutes on 2 CPU cores
-    "epochs": 10, "batch_size": 32, "lr": 2e-3, "image_size": None, "bg_weight": 0.5,
+    "epochs": 8, "batch_size": 32, "lr": 2e-3, "image_size": None, "bg_weight": 0.5,
     "max_tags_per_step": 256, "trunk_lr_scale": 0.3, "rank_weight": 0.5, "excl_weight": 1.0,
     "align_cfg": {},  # AlignModel settings (pooling, dense levels, backgrounds)
 }

@@ -49,6 +49,7 @@ class TrainConfig:
     resume: bool = False
     log_every: int = 10
     max_steps: int | None = None    # stop early (tests, benchmarks)
+    channels_last: bool = True      # NHWC convolutions: ~1.5x faster fwd+bwd for lite0 on CPU
     stage: str = "train"            # progress stage name
     extra: dict[str, Any] = field(default_factory=dict)  # stage-specific settings, saved too
 
@@ -117,6 +118,15 @@ def _set_rng_state(st: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
+def _to_device(v: Any, device: torch.device, channels_last: bool) -> Any:
+    if not torch.is_tensor(v):
+        return v
+    v = v.to(device, non_blocking=True)
+    if channels_last and v.dim() == 4 and v.is_floating_point():
+        v = v.contiguous(memory_format=torch.channels_last)
+    return v
+
+
 def _allreduce_grads(params: list[torch.nn.Parameter], world: int) -> None:
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
     flat = torch.cat([g.reshape(-1) for g in grads])
@@ -173,6 +183,8 @@ def train_loop(cfg: TrainConfig, model: torch.nn.Module, dataset, loss_fn: Calla
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
     if resume_payload is not None:
         model.load_state_dict(resume_payload["state_dict"])
     params = [p for p in model.parameters() if p.requires_grad]
@@ -252,8 +264,8 @@ def train_loop(cfg: TrainConfig, model: torch.nn.Module, dataset, loss_fn: Calla
             for batch in loader:
                 if step >= total:
                     break
-                batch = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()} \
-                    if isinstance(batch, dict) else batch
+                if isinstance(batch, dict):
+                    batch = {k: _to_device(v, device, cfg.channels_last) for k, v in batch.items()}
                 t0 = time.perf_counter()
                 data_times.append(t0 - t_data)
                 with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp_dtype is not None):

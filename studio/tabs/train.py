@@ -196,7 +196,8 @@ def build(state: StudioState) -> None:
             return progress_html(0, "no job"), "", gr.skip(), "", jobs_df, runs_df, last
         view = state.jobs.progress(job)
         step = job.steps[job.current]
-        text = f"{job.title} · {step.name} · {view.stage} {view.done}/{view.total or '?'}"
+        where = job.title if step.name == job.title else f"{job.title} · {step.name}"
+        text = f"{where} · {view.stage} {view.done}/{view.total or '?'}"
         msg = f"**{job.title}** — {job.status}"
         if job.error:
             msg += f"  \n⚠️ {job.error}"
