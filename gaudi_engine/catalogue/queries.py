@@ -4,6 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
 from . import tag_index
 
 # A post's image state, whether or not `media` has a row for its md5 (banned posts have no md5).
@@ -81,9 +83,14 @@ def _details(cat, ids: list[int], with_tags: bool = True) -> dict[int, tuple]:
         return {}
     id_list = ", ".join(str(int(i)) for i in ids)  # ints only: safe to inline, and fastest
     tags = "general_tags" if with_tags else "NULL"
-    return {r[0]: r for r in cat.fetchall(
-        f"SELECT id, md5, rating, width, height, is_deleted, {tags} FROM posts "
-        f"WHERE id IN ({id_list})")}
+    try:
+        return {r[0]: r for r in cat.fetchall(
+            f"SELECT id, md5, rating, width, height, is_deleted, {tags} FROM posts "
+            f"WHERE id IN ({id_list})")}
+    except duckdb.BinderException:  # a catalogue older than schema 3, opened read-only
+        return {r[0]: r for r in cat.fetchall(
+            f"SELECT id, md5, rating, width, height, is_deleted, (SELECT string_agg(tag, ' ' "
+            f"ORDER BY tag) FROM post_tags WHERE post_id = id) FROM posts WHERE id IN ({id_list})")}
 
 
 def latest_posts(cat, limit: int = 48, tag: str | None = None, offset: int = 0,

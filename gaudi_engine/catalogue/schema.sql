@@ -1,4 +1,5 @@
--- GaUDI catalogue, schema version 1. One DuckDB file: data/catalogue.duckdb.
+-- GaUDI catalogue, schema version 1; later versions are migrations in catalogue/db.py (the
+-- tables they change or add are described at the end). One DuckDB file: data/catalogue.duckdb.
 -- Only general tags (Danbooru category 0) go into post_tags.
 
 CREATE TABLE IF NOT EXISTS schema_meta (
@@ -90,3 +91,12 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 
 CREATE INDEX IF NOT EXISTS post_tags_tag ON post_tags (tag);
+
+-- Version 2: post_tags has no PRIMARY KEY and no index (bulk ingest; store.py keeps it exact).
+-- Version 3:
+--   posts.general_tags VARCHAR: the post's post_tags, sorted and space-separated (one row read
+--     for the studio's grid instead of a post_tags scan); written with post_tags.
+--   tag_index_tags (tag, tid), tag_index (tid, post_id): a snapshot of post_tags sorted by tag id
+--     then newest post first, so a tag filter reads only that tag's row groups.
+--   tag_index_dirty (post_id, stale): posts written since that snapshot (stale = it may hold their
+--     old tags). See catalogue/tag_index.py.

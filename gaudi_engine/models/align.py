@@ -66,6 +66,10 @@ class AlignModel(nn.Module):
             self.dense_head = _FPNLite([self.trunk_channels[i] for i in self._dense_levels], dim)
         elif hasattr(visual, "conv1") and hasattr(visual, "transformer") and hasattr(visual, "positional_embedding"):
             self.tower = "vit"
+            if getattr(visual, "attn_pool", None) is not None or not hasattr(
+                    visual.transformer.resblocks[-1].attn, "in_proj_weight"):
+                raise GaudiError(f"model '{model_name}': ViT variant with attentional pooling or custom "
+                                 f"attention is not supported for dense features")
             width = visual.conv1.out_channels
             patch = visual.conv1.kernel_size[0]
             n = len(visual.transformer.resblocks)

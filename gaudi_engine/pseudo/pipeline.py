@@ -317,10 +317,11 @@ def run_pseudolabels(manifest, tag_desc, align_ckpt, out, segmenter_ckpt=None, s
         tmp.write_text(json.dumps({"pairs": sorted(nests)}, indent=1))
         os.replace(tmp, nest_path)
     labeler.nests = nests
-    (out / "config.json").write_text(json.dumps({"align_ckpt": str(align_ckpt), "segmenter_ckpt":
-                                                 str(segmenter_ckpt) if segmenter_ckpt else None,
-                                                 "manifest": str(manifest), "round": round_,
-                                                 "pseudo": cfg.to_dict()}, indent=1, default=str))
+    tmp = out / f"config.json.tmp{os.getpid()}"  # shards write it concurrently: atomic replace
+    tmp.write_text(json.dumps({"align_ckpt": str(align_ckpt), "segmenter_ckpt": str(segmenter_ckpt) if segmenter_ckpt
+                               else None, "manifest": str(manifest), "round": round_, "pseudo": cfg.to_dict()},
+                              indent=1, default=str))
+    os.replace(tmp, out / "config.json")
     mine = shard_records(records, shard_t)
     if limit is not None:
         mine = mine[:limit]

@@ -24,13 +24,13 @@ from ..errors import GaudiError
 from ..models.registry import DEFAULT_MODEL, create_align_model
 from ..models.text import description_texts
 from .data import TagImageDataset, build_vocab, load_tag_descriptions, read_manifest, warn_missing_descriptions
-from .loop import TrainConfig, saved_config, train_loop
+from .loop import TrainConfig, resolve_device, saved_config, train_loop
 
 log = logging.getLogger(__name__)
 
 DEFAULTS = {  # tuned so ~500 SynthBooru images train in a few minutes on 2 CPU cores
     "epochs": 8, "batch_size": 32, "lr": 2e-3, "image_size": None, "bg_weight": 0.5,
-    "max_tags_per_step": 256, "trunk_lr_scale": 0.3, "rank_weight": 0.5, "excl_weight": 1.0,
+    "max_tags_per_step": 256, "trunk_lr_scale": 0.3, "rank_weight": 0.5, "excl_weight": 1.0, "mosaic_p": 0.0,
     "align_cfg": {},  # AlignModel settings (pooling, dense levels, backgrounds)
 }
 
@@ -127,10 +127,12 @@ def train_align(manifest: str | os.PathLike, tag_desc: str | os.PathLike | None,
              "pretrained": pretrained, "image_size": image_size,
              "bg_weight": DEFAULTS["bg_weight"] if bg_weight is None else bg_weight,
              "max_tags_per_step": DEFAULTS["max_tags_per_step"], "trunk_lr_scale": DEFAULTS["trunk_lr_scale"],
-             "rank_weight": DEFAULTS["rank_weight"], "excl_weight": DEFAULTS["excl_weight"], "align_cfg": dict(DEFAULTS["align_cfg"])}
+             "rank_weight": DEFAULTS["rank_weight"], "excl_weight": DEFAULTS["excl_weight"],
+             "mosaic_p": DEFAULTS["mosaic_p"], "align_cfg": dict(DEFAULTS["align_cfg"])}
     cfg = TrainConfig(out=str(out), epochs=epochs or DEFAULTS["epochs"], batch_size=batch_size or DEFAULTS["batch_size"],
                       lr=lr or DEFAULTS["lr"], device=device, seed=seed, workers=workers, resume=resume,
                       log_every=log_every, max_steps=max_steps, stage="train-align", extra=extra)
+    resolve_device(device)  # a bad --device fails before minutes of loading
     if resume:  # the run is rebuilt exactly as saved (nanoGPT-style): model, data, settings
         saved = saved_config(out)
         if saved is None:
@@ -146,7 +148,8 @@ def train_align(manifest: str | os.PathLike, tag_desc: str | os.PathLike | None,
     model = create_align_model(extra["model"], pretrained="none" if resume and extra["pretrained"] else extra["pretrained"],
                                image_size=extra["image_size"], **extra.get("align_cfg", {}))
     extra["image_size"] = model.preprocess_cfg["image_size"]
-    dataset = TagImageDataset(records, vocab, model.preprocess_cfg, train=True, seed=seed)
+    dataset = TagImageDataset(records, vocab, model.preprocess_cfg, train=True, seed=seed,
+                              mosaic_p=float(extra.get("mosaic_p", 0.0)))
     tokens, owner = _pretokenize(model, descriptions, vocab)
     loss_fn = make_align_loss(tokens, owner, len(vocab), bg_weight=float(extra["bg_weight"]),
                               max_tags_per_step=int(extra["max_tags_per_step"]), seed=seed,

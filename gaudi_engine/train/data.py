@@ -126,7 +126,7 @@ class TagImageDataset(torch.utils.data.Dataset):
     each (seed, epoch, index) draws the same augmentation, so runs and resumes are reproducible."""
 
     def __init__(self, records: list[dict], vocab: list[str], preprocess: dict[str, Any],
-                 train: bool = True, seed: int = 0):
+                 train: bool = True, seed: int = 0, mosaic_p: float = 0.0):
         from ..progress import Progress
 
         self.vocab = list(vocab)
@@ -134,9 +134,11 @@ class TagImageDataset(torch.utils.data.Dataset):
         self.size = size = int(preprocess["image_size"])
         self.mean = torch.tensor(preprocess["mean"], dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(preprocess["std"], dtype=torch.float32).view(3, 1, 1)
-        self.train, self.seed, self.epoch = train, seed, 0
+        self.train, self.seed, self.epoch, self.mosaic_p = train, seed, 0, mosaic_p
         images, labels, kept = [], [], []
-        with Progress("load-images", total=len(records), unit="img") as bar:
+        quiet = int(os.environ.get("RANK", 0)) != 0  # under torchrun one rank reports progress
+        with Progress("load-images", total=len(records), unit="img", disable=True if quiet else None,
+                      jsonl=os.devnull if quiet else None) as bar:
             for r in records:
                 arr = load_rgb_resized(r["image_path"], size)
                 bar.update()
@@ -182,8 +184,17 @@ class TagImageDataset(torch.utils.data.Dataset):
         return (img * b).clamp(0, 1)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        img = self.images[i].float() / 255.0
+        img, y = self.images[i].float() / 255.0, self.labels[i]
         if self.train:
             g = torch.Generator().manual_seed(hash((self.seed, self.epoch, i)) & 0x7FFFFFFF)
             img = self._augment(img, g)
-        return {"image": (img - self.mean) / self.std, "labels": self.labels[i], "index": torch.tensor(i)}
+            if self.mosaic_p > 0 and float(torch.rand(1, generator=g)) < self.mosaic_p:
+                # two scenes side by side, labels united: a tag must be found where it is, not
+                # guessed from the scene's context (context decoupling, as CDA/CutMix do for WSSS)
+                j = int(torch.randint(len(self), (1,), generator=g))
+                other = self._augment(self.images[j].float() / 255.0, g)
+                half = self.size // 2
+                a = Fn.interpolate(img[None], size=(self.size, half), mode="bilinear", align_corners=False)[0]
+                b = Fn.interpolate(other[None], size=(self.size, self.size - half), mode="bilinear", align_corners=False)[0]
+                img, y = torch.cat([a, b], -1), torch.maximum(y, self.labels[j])
+        return {"image": (img - self.mean) / self.std, "labels": y, "index": torch.tensor(i)}

@@ -68,3 +68,79 @@ def test_v1_catalogue_migrates_keeping_post_tags(tmp_path):
         assert _tags(cat) == {1: ["c"], 2: ["a"]}
     finally:
         cat.close()
+
+
+def _scan(cat, tag, below=None):
+    """The plain answer the tag index must reproduce."""
+    extra, params = ("AND post_id < ?", [tag, below]) if below else ("", [tag])
+    return [r[0] for r in cat.fetchall(
+        f"SELECT post_id FROM post_tags WHERE tag = ? {extra} ORDER BY post_id DESC", params)]
+
+
+def test_tag_index_stays_exact_through_new_and_changed_posts(catalogue, monkeypatch):
+    from gaudi_engine.catalogue import queries, tag_index
+
+    monkeypatch.setattr(tag_index, "MIN_POSTS", 20)
+    vocab = ["a", "b", "c", "d", "e"]
+
+    def page(ids, shift):
+        return [_post(i, [vocab[(i + shift) % 5], vocab[(i * 3 + shift) % 5]]) for i in ids]
+
+    def check():
+        for tag in [*vocab, "absent"]:
+            for below in (None, 30, 7):
+                got = queries._candidate_ids(catalogue, tag, below, 1000)
+                assert got == _scan(catalogue, tag, below), (tag, below)
+        for p in queries.latest_posts(catalogue, limit=1000):  # posts.general_tags == post_tags
+            assert p["tags"] == sorted(set(_tags(catalogue).get(p["id"], [])))
+
+    upsert_posts(catalogue, page(range(1, 11), 0))
+    assert tag_index.indexed_posts(catalogue) is None  # small: a scan answers
+    check()
+    upsert_posts(catalogue, page(range(11, 31), 0))   # 30 posts: the index is built
+    assert tag_index.indexed_posts(catalogue) == 30
+    assert catalogue.scalar("SELECT count(*) FROM tag_index_dirty") == 0
+    check()
+    upsert_posts(catalogue, page(range(31, 36), 0))   # new posts: answered from post_tags
+    upsert_posts(catalogue, page([3, 17, 33], 2))     # changed tags: the snapshot is stale for them
+    assert catalogue.fetchall("SELECT post_id, stale FROM tag_index_dirty ORDER BY ALL") == [
+        (3, True), (17, True), (31, False), (32, False), (33, False), (33, True), (34, False), (35, False)]
+    check()
+    upsert_posts(catalogue, page(range(36, 60), 1))   # dirty >= max(MIN_POSTS, 1/4): rebuilt
+    assert tag_index.indexed_posts(catalogue) == 59
+    assert catalogue.scalar("SELECT count(*) FROM tag_index_dirty") == 0
+    check()
+
+
+def test_v2_catalogue_gains_general_tags(tmp_path):
+    path = tmp_path / "v2.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute(_schema_sql())
+    con.execute("CREATE TABLE pt AS SELECT * FROM post_tags; DROP TABLE post_tags; "
+                "ALTER TABLE pt RENAME TO post_tags")
+    con.execute("INSERT INTO schema_meta VALUES ('schema_version', '2')")
+    con.execute("INSERT INTO posts (id, md5) VALUES (1, 'x'), (2, 'y')")
+    con.execute("INSERT INTO post_tags VALUES (1, 'b'), (1, 'a'), (2, 'a')")
+    con.close()
+    cat = open_catalogue(path)
+    try:
+        assert cat.fetchall("SELECT id, general_tags FROM posts ORDER BY id") == [(1, "a b"), (2, "a")]
+    finally:
+        cat.close()
+
+
+def test_old_catalogue_read_only_still_lists_tags(tmp_path):
+    from gaudi_engine.catalogue.queries import latest_posts
+
+    path = tmp_path / "v1.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute(_schema_sql())
+    con.execute("INSERT INTO schema_meta VALUES ('schema_version', '1')")
+    con.execute("INSERT INTO posts (id, md5) VALUES (1, 'x'), (2, 'y')")
+    con.execute("INSERT INTO post_tags VALUES (1, 'b'), (1, 'a'), (2, 'a')")
+    con.close()
+    cat = open_catalogue(path, read_only=True)  # no migration: no posts.general_tags
+    try:
+        assert [(p["id"], p["tags"]) for p in latest_posts(cat, tag="a")] == [(2, ["a"]), (1, ["a", "b"])]
+    finally:
+        cat.close()
