@@ -4,7 +4,9 @@
   included), and separately of parse + upsert alone over the same pages' JSON bytes (network
   aside: what DESIGN's ">= 5,000 posts/s" is about), with parse and upsert also split.
 - `bench_catalogue_scale`: bulk ingest of N posts x ~K general tags through the same SQL the
-  sync uses (`store.write_post_tables`), then the studio's grid query (tag filter + a page of 48).
+  sync uses (`store.write_post_tables`) plus one build of the tag index (`ingest_seconds` counts
+  both), then the studio's grid query (tag filter + a page of 48) through
+  `queries.latest_posts`, next to the plain post_tags scan the index replaces.
 """
 from __future__ import annotations
 

@@ -99,4 +99,4 @@ CREATE INDEX IF NOT EXISTS post_tags_tag ON post_tags (tag);
 --   tag_index_tags (tag, tid), tag_index (tid, post_id): a snapshot of post_tags sorted by tag id
 --     then newest post first, so a tag filter reads only that tag's row groups.
 --   tag_index_dirty (post_id, stale): posts written since that snapshot (stale = it may hold their
---     old tags). See catalogue/tag_index.py.
+--     old tags); tag_index_delta (post_id, tag): their current tags. See catalogue/tag_index.py.

@@ -93,12 +93,14 @@ def write_post_tables(cur, post_tbl: pa.Table, tag_tbl: pa.Table) -> None:
         if old:
             cur.execute("DELETE FROM post_tags WHERE post_id IN (SELECT unnest(?::BIGINT[]))", [old])
         cur.execute("INSERT INTO post_tags (post_id, tag) SELECT post_id, tag FROM _gaudi_new_post_tags")
-        # the tag index answers for these posts from post_tags until its next rebuild
+        # the tag index answers for these posts from its delta until its next rebuild
         if old:
+            cur.execute("DELETE FROM tag_index_delta WHERE post_id IN (SELECT unnest(?::BIGINT[]))", [old])
             cur.execute("INSERT INTO tag_index_dirty SELECT id, list_contains(?::BIGINT[], id) "
                         "FROM _gaudi_new_posts", [old])
         else:
             cur.execute("INSERT INTO tag_index_dirty SELECT id, false FROM _gaudi_new_posts")
+        cur.execute("INSERT INTO tag_index_delta SELECT post_id, tag FROM _gaudi_new_post_tags")
     finally:
         cur.unregister("_gaudi_new_posts")
         cur.unregister("_gaudi_new_post_tags")

@@ -10,8 +10,10 @@ delete-then-insert of an upsert) but makes "posts with tag T" a scan of every ro
   tag -> tid) and then by post id, newest first. Zonemaps skip every row group but the tag's
   own, and the newest posts come first, so a top-48 touches one or two row groups.
 - `tag_index_dirty (post_id, stale)`: every post written since the snapshot; `stale` when it
-  was already in the catalogue (so the snapshot may hold its old tags). Queries take the
-  snapshot minus stale posts plus the dirty posts' rows of `post_tags`, so they are exact.
+  was already in the catalogue (so the snapshot may hold its old tags).
+- `tag_index_delta (post_id, tag)`: those posts' current tags (a small table, scanned whole).
+  Queries take the snapshot minus stale posts plus the delta, so they are exact. (Reading the
+  dirty posts' rows of post_tags instead costs a full scan once a re-sync scatters them.)
 - `refresh` rebuilds the snapshot (a sort of post_tags: ~5 s at 25M rows on 2 cores) and empties
   the dirty list in the same transaction; `maybe_refresh`, called by every page written, does it
   when the dirty posts reach a quarter of the indexed ones (amortised: about 5 rebuilds' worth
@@ -34,6 +36,7 @@ def refresh(cur) -> int:
     cur.execute("CREATE OR REPLACE TABLE tag_index AS SELECT t.tid, p.post_id FROM post_tags p "
                 "JOIN tag_index_tags t USING (tag) ORDER BY t.tid, p.post_id DESC")
     cur.execute("DELETE FROM tag_index_dirty")
+    cur.execute("DELETE FROM tag_index_delta")
     n = int(cur.execute("SELECT count(*) FROM posts").fetchone()[0])
     cur.execute("INSERT OR REPLACE INTO schema_meta VALUES (?, ?)", [_META_KEY, str(n)])
     return n
@@ -64,9 +67,8 @@ def candidate_sql(cat, tag: str, below: int | None) -> tuple[str, list[Any]] | N
     answered from the index; None when there is no index (the caller scans post_tags)."""
     if indexed_posts(cat) is None:
         return None
-    n_dirty, lo, hi, any_stale = cat.fetchone(
-        "SELECT count(*), min(post_id), max(post_id), coalesce(bool_or(stale), false) "
-        "FROM tag_index_dirty")
+    n_dirty, any_stale = cat.fetchone(
+        "SELECT count(*), coalesce(bool_or(stale), false) FROM tag_index_dirty")
     branches, params = [], []
     tid = cat.scalar("SELECT tid FROM tag_index_tags WHERE tag = ?", [tag])
     if tid is not None:
@@ -80,9 +82,7 @@ def candidate_sql(cat, tag: str, below: int | None) -> tuple[str, list[Any]] | N
                     "WHERE d.stale AND d.post_id = i.post_id)")
         branches.append(sql)
     if n_dirty:
-        # the dirty posts' current tags; the constant id range lets zonemaps skip the rest
-        sql = (f"SELECT post_id FROM post_tags WHERE tag = ? AND post_id BETWEEN {int(lo)} AND "
-               f"{int(hi)} AND post_id IN (SELECT post_id FROM tag_index_dirty)")
+        sql = "SELECT post_id FROM tag_index_delta WHERE tag = ?"  # the dirty posts' tags now
         params.append(tag)
         if below is not None:
             sql += " AND post_id < ?"

@@ -106,13 +106,18 @@ def test_tag_index_stays_exact_through_new_and_changed_posts(catalogue, monkeypa
     assert catalogue.fetchall("SELECT post_id, stale FROM tag_index_dirty ORDER BY ALL") == [
         (3, True), (17, True), (31, False), (32, False), (33, False), (33, True), (34, False), (35, False)]
     check()
+    assert catalogue.fetchall("SELECT DISTINCT post_id FROM tag_index_delta ORDER BY 1") == [
+        (3,), (17,), (31,), (32,), (33,), (34,), (35,)]  # each post's current tags, once
+    assert catalogue.scalar("SELECT count(*) FROM tag_index_delta WHERE post_id = 33") == len(
+        _tags(catalogue)[33])
     upsert_posts(catalogue, page(range(36, 60), 1))   # dirty >= max(MIN_POSTS, 1/4): rebuilt
     assert tag_index.indexed_posts(catalogue) == 59
     assert catalogue.scalar("SELECT count(*) FROM tag_index_dirty") == 0
+    assert catalogue.scalar("SELECT count(*) FROM tag_index_delta") == 0
     check()
 
 
-def test_v2_catalogue_gains_general_tags(tmp_path):
+def test_v2_catalogue_gains_general_tags(tmp_path):  # migrations 3 and 4
     path = tmp_path / "v2.duckdb"
     con = duckdb.connect(str(path))
     con.execute(_schema_sql())
