@@ -79,7 +79,9 @@ class Predictor:
             probs = torch.sigmoid(F.interpolate(logits.float(), size=(h, w), mode="bilinear", align_corners=False))[0]
             return probs.cpu().numpy()
         _, maps, _, _ = self.labeler.score_maps(image, tags)
-        labels = superpixels(np.asarray(image.convert("RGB")))
+        if not self.labeler.cfg.regions:
+            return maps
+        labels = superpixels(np.asarray(image.convert("RGB")), self.labeler.cfg.regions)
         return np.stack([region_score_map(m, labels) for m in maps])
 
     def predict(self, image, tags: list[str] | str, threshold: float = 0.5, name: str | None = None) -> dict:

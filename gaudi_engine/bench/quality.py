@@ -170,7 +170,7 @@ def run_quality_bench(work_dir, n_train: int = 600, n_test: int = 200, size=(128
             "default (same posts)": PseudoConfig(),
             "no affinity": PseudoConfig(affinity=False),
             "no regions": PseudoConfig(regions=None),
-            "felzenszwalb regions": PseudoConfig(regions="felzenszwalb"),
+            "SLIC regions": PseudoConfig(regions="slic"),
             "no validators": PseudoConfig(validators=ValidatorConfig(enabled=False)),
             "softmax over all present tags": PseudoConfig(cam=CamConfig(mode="all")),
             "background-only softmax": PseudoConfig(cam=CamConfig(mode="background")),

@@ -188,7 +188,8 @@ def register(add_command) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, auto (default cpu)")
     p.add_argument("--cam-mode", default="nesting", choices=["nesting", "all", "background"],
                    help="what a tag competes with in the CAM softmax (default nesting)")
-    p.add_argument("--regions", default="slic", choices=["slic", "felzenszwalb", "none"])
+    p.add_argument("--regions", default="felzenszwalb", choices=["slic", "felzenszwalb", "none"],
+                   help="superpixels the CAM is averaged over (default felzenszwalb)")
     p.add_argument("--no-affinity", action="store_true", help="skip affinity refinement (ablation)")
     p.add_argument("--no-validators", action="store_true", help="accept every non-empty mask (ablation)")
     p.add_argument("--limit", type=int, help="at most this many posts (of this shard)")

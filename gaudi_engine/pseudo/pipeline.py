@@ -48,7 +48,7 @@ class PseudoConfig:
     aff_radius: int = 2
     aff_beta: float = 10.0
     aff_iters: int = 3
-    regions: str | None = "slic"  # slic | felzenszwalb | None (pixel threshold)
+    regions: str | None = "felzenszwalb"  # or slic | None (pixel threshold); see BENCHMARKS ablations
     fixed_threshold: float | None = None  # None: adaptive per map
     seg_weight: float = 0.6  # round 2: weight of the segmenter's probability in the fusion
     nest_sample: int = 48  # images (whole manifest, first by post_id) for CAM-overlap nesting
