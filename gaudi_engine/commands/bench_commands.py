@@ -54,15 +54,21 @@ def _quality(args: argparse.Namespace) -> int:
 
     results = run_quality_bench(
         work_dir=Path(args.work_dir), n_train=args.n_train, n_test=args.n_test,
-        size=tuple(args.size), ablations=not args.no_ablations, model_name=args.model,
-        seed=args.seed,
+        size=tuple(args.size), align_epochs=args.align_epochs, seg_epochs=args.seg_epochs,
+        model=args.model, image_size=args.image_size, seed=args.seed,
+        ablations=not args.no_ablations, ablation_n=args.ablation_n or None, device=args.device,
+        batch_size=args.batch_size, align_ckpt=args.align_ckpt,
     )
     _write(Path(args.out), "quality", results)
     return 0
 
 
 def register(add_command) -> None:
-    p = add_command("bench", "quality and speed benchmarks (print a table, write bench.json)", lambda a: p.print_help())
+    def _usage(args: argparse.Namespace) -> int:
+        p.print_help()
+        return 2
+
+    p = add_command("bench", "quality and speed benchmarks (print a table, write bench.json)", _usage)
     sub = p.add_subparsers(dest="bench_kind", metavar="KIND")
 
     q = add_command("quality", "the whole pipeline on SynthBooru: CAM, pseudo v1/v2, segmenter s1/s2, oracle",
@@ -72,8 +78,15 @@ def register(add_command) -> None:
     q.add_argument("--n-test", type=int, default=200)
     q.add_argument("--size", type=int, nargs=2, default=[128, 192], metavar=("MIN", "MAX"))
     q.add_argument("--model", default="gaudi-lite0")
+    q.add_argument("--image-size", type=int, default=128)
+    q.add_argument("--align-epochs", type=int, default=12, help="Stage A epochs")
+    q.add_argument("--seg-epochs", type=int, default=10, help="Stage B epochs (the oracle gets the same)")
+    q.add_argument("--batch-size", type=int, default=32)
+    q.add_argument("--device", default="cpu")
+    q.add_argument("--align-ckpt", help="reuse a Stage A checkpoint trained on this benchmark's train split")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--no-ablations", action="store_true", help="skip the ablation rows (faster)")
+    q.add_argument("--ablation-n", type=int, default=150, help="ablations on the first N train posts (0 = all)")
     q.add_argument("--out", default="bench.json")
 
     s = add_command("speed", "sync ingest, catalogue at scale, downloads, inference and train-step ratios",
