@@ -128,27 +128,24 @@ def run_quality_bench(work_dir, n_train: int = 600, n_test: int = 200, size=(128
     with stage("cam-only (test)"):
         cam = score_predictor(Predictor(align_ckpt, device=device), test_recs, work / "test" / "gt")
     rows.append({"row": "CAM only (affinity + regions)", "miou": cam["miou"], "time_s": times["cam-only (test)"]})
-    with stage("pseudo v1"):
-        run_pseudolabels(tr["manifest"], desc, align_ckpt, work / "pseudomasks_v1", device=device)
-    v1 = score_pseudomasks(work / "pseudomasks_v1", train_recs, work / "train" / "gt")
-    rows.append({"row": "pseudo v1 (accepted, train split)", "miou": v1["miou_accepted"], "time_s": times["pseudo v1"],
-                 "note": f"all masks {v1['miou_all']:.3f}; accepted {v1['n_accepted']}/{v1['n_masks']}"})
-    with stage("segmenter s1"):
-        s1 = train_segmenter(tr["manifest"], desc, work / "pseudomasks_v1", work / "seg_s1", seg_epochs,
-                             init_from=align_ckpt, device=device, batch_size=batch_size, seed=seed)
-    s1_score = score_predictor(Predictor(align_ckpt, s1["checkpoint"], device=device), test_recs, work / "test" / "gt")
-    rows.append({"row": "segmenter s1", "miou": s1_score["miou"], "time_s": times["segmenter s1"]})
-    with stage("pseudo v2"):
-        run_pseudolabels(tr["manifest"], desc, align_ckpt, work / "pseudomasks_v2", segmenter_ckpt=s1["checkpoint"],
-                         device=device)
-    v2 = score_pseudomasks(work / "pseudomasks_v2", train_recs, work / "train" / "gt")
-    rows.append({"row": "pseudo v2 (accepted, train split)", "miou": v2["miou_accepted"], "time_s": times["pseudo v2"],
-                 "note": f"all masks {v2['miou_all']:.3f}; accepted {v2['n_accepted']}/{v2['n_masks']}"})
-    with stage("segmenter s2"):
-        s2 = train_segmenter(tr["manifest"], desc, work / "pseudomasks_v2", work / "seg_s2", seg_epochs,
-                             init_from=align_ckpt, device=device, batch_size=batch_size, seed=seed)
-    s2_score = score_predictor(Predictor(align_ckpt, s2["checkpoint"], device=device), test_recs, work / "test" / "gt")
-    rows.append({"row": "segmenter s2", "miou": s2_score["miou"], "time_s": times["segmenter s2"]})
+    seg_ckpt, pseudo_scores, seg_scores = None, {}, {}
+    for rnd in (1, 2):  # round r: pseudo-masks v<r> (round 2 fused with segmenter s1) -> segmenter s<r>
+        with stage(f"pseudo v{rnd}"):
+            run_pseudolabels(tr["manifest"], desc, align_ckpt, work / f"pseudomasks_v{rnd}",
+                             segmenter_ckpt=seg_ckpt, device=device)
+        pv = score_pseudomasks(work / f"pseudomasks_v{rnd}", train_recs, work / "train" / "gt")
+        rows.append({"row": f"pseudo v{rnd} (accepted, train split)", "miou": pv["miou_accepted"],
+                     "time_s": times[f"pseudo v{rnd}"],
+                     "note": f"all masks {pv['miou_all']:.3f}; accepted {pv['n_accepted']}/{pv['n_masks']}"})
+        pseudo_scores[rnd] = pv
+        with stage(f"segmenter s{rnd}"):
+            seg = train_segmenter(tr["manifest"], desc, work / f"pseudomasks_v{rnd}", work / f"seg_s{rnd}", seg_epochs,
+                                  init_from=align_ckpt, device=device, batch_size=batch_size, seed=seed)
+        score = score_predictor(Predictor(align_ckpt, seg["checkpoint"], device=device), test_recs, work / "test" / "gt")
+        rows.append({"row": f"segmenter s{rnd}", "miou": score["miou"], "time_s": times[f"segmenter s{rnd}"]})
+        seg_scores[rnd] = score
+        seg_ckpt = seg["checkpoint"]
+    v1, s1_score, s2_score = pseudo_scores[1], seg_scores[1], seg_scores[2]
     with stage("oracle"):
         orc = train_segmenter(tr["manifest"], desc, None, work / "seg_oracle", seg_epochs, init_from=align_ckpt,
                               gt_masks=work / "train" / "gt", device=device, batch_size=batch_size, seed=seed)
