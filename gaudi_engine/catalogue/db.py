@@ -160,6 +160,19 @@ class Catalogue:
         return SCHEMA_VERSION
 
 
+@contextmanager
+def registered(cur: duckdb.DuckDBPyConnection, **tables: Any) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Arrow/pandas tables visible to SQL under their keyword names for the block's duration
+    (bulk writes go `INSERT ... SELECT FROM name`, never row by row)."""
+    for name, table in tables.items():
+        cur.register(name, table)
+    try:
+        yield cur
+    finally:
+        for name in tables:
+            cur.unregister(name)
+
+
 def _explain_open_error(path: Path, exc: Exception) -> GaudiError:
     msg = str(exc)
     if "lock" in msg.lower():

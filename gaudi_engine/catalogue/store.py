@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import tag_index
-from .db import Catalogue
+from .db import Catalogue, registered
 
 POST_SCHEMA = pa.schema([
     ("id", pa.int64()), ("md5", pa.string()), ("file_ext", pa.string()), ("file_size", pa.int64()),
@@ -78,9 +78,7 @@ def write_post_tables(cur, post_tbl: pa.Table, tag_tbl: pa.Table) -> None:
     """The SQL of `write_posts` over ready Arrow tables (POST_SCHEMA without duplicate ids, its
     `general_tags` the sorted, space-separated tags of the `post_id, tag` pairs). Benchmarks
     feed it generated tables directly."""
-    cur.register("_gaudi_new_posts", post_tbl)
-    cur.register("_gaudi_new_post_tags", tag_tbl)
-    try:
+    with registered(cur, _gaudi_new_posts=post_tbl, _gaudi_new_post_tags=tag_tbl):
         cols = ", ".join(c for c in POST_COLUMNS if c not in ("raw", "general_tags"))
         # only posts seen before can have tags to replace; skipping the deletes otherwise saves a
         # scan of the whole post_tags table per page (25M rows at Danbooru scale)
@@ -101,9 +99,6 @@ def write_post_tables(cur, post_tbl: pa.Table, tag_tbl: pa.Table) -> None:
         else:
             cur.execute("INSERT INTO tag_index_dirty SELECT id, false FROM _gaudi_new_posts")
         cur.execute("INSERT INTO tag_index_delta SELECT post_id, tag FROM _gaudi_new_post_tags")
-    finally:
-        cur.unregister("_gaudi_new_posts")
-        cur.unregister("_gaudi_new_post_tags")
 
 
 def upsert_posts(cat: Catalogue, posts: list[dict[str, Any]]) -> int:
@@ -139,13 +134,10 @@ def upsert_tags(cat: Catalogue, tags: list[dict[str, Any]]) -> int:
     if not rows:
         return 0
     with cat.transaction() as cur:
-        cur.register("_gaudi_new_tags", _table(rows, TAG_SCHEMA))
-        try:
+        with registered(cur, _gaudi_new_tags=_table(rows, TAG_SCHEMA)):
             cur.execute("INSERT OR REPLACE INTO tags (name, category, post_count, is_deprecated, "
                         "updated_at) SELECT name, category, post_count, is_deprecated, now() "
                         "FROM _gaudi_new_tags")
-        finally:
-            cur.unregister("_gaudi_new_tags")
     return len(rows)
 
 
@@ -158,12 +150,9 @@ def upsert_wiki(cat: Catalogue, pages: list[dict[str, Any]]) -> int:
     if not rows:
         return 0
     with cat.transaction() as cur:
-        cur.register("_gaudi_new_wiki", _table(rows, WIKI_SCHEMA))
-        try:
+        with registered(cur, _gaudi_new_wiki=_table(rows, WIKI_SCHEMA)):
             cur.execute("INSERT OR REPLACE INTO wiki_pages SELECT title, body, plain, other_names, "
                         "is_deleted, updated_at FROM _gaudi_new_wiki")
-        finally:
-            cur.unregister("_gaudi_new_wiki")
     return len(rows)
 
 

@@ -13,7 +13,7 @@ from typing import Any, Iterable
 
 import pyarrow as pa
 
-from ..catalogue.db import Catalogue
+from ..catalogue.db import Catalogue, registered
 from ..errors import GaudiError
 from .dtext import first_sentences
 
@@ -48,14 +48,9 @@ def _replace(cur, rows_by_tag: dict[str, list[tuple[str, str]]]) -> None:
     rows = [(tag, i, text, src) for tag, items in rows_by_tag.items() for i, (text, src) in enumerate(items)]
     table = pa.table({"tag": [r[0] for r in rows], "idx": [r[1] for r in rows],
                       "text": [r[2] for r in rows], "source": [r[3] for r in rows]}, schema=_ROW_SCHEMA)
-    cur.register("_gaudi_desc_tags", tags)
-    cur.register("_gaudi_desc_rows", table)
-    try:
+    with registered(cur, _gaudi_desc_tags=tags, _gaudi_desc_rows=table):
         cur.execute("DELETE FROM tag_descriptions WHERE tag IN (SELECT tag FROM _gaudi_desc_tags)")
         cur.execute("INSERT INTO tag_descriptions SELECT tag, idx, text, source, now() FROM _gaudi_desc_rows")
-    finally:
-        cur.unregister("_gaudi_desc_tags")
-        cur.unregister("_gaudi_desc_rows")
 
 
 def set_descriptions(cat: Catalogue, tag: str, texts: Iterable[str], source: str = "user") -> int:
@@ -83,13 +78,10 @@ def add_many(cat: Catalogue, texts_by_tag: dict[str, Iterable[str]], source: str
     if not wanted:
         return stats
     with cat.transaction() as cur:
-        cur.register("_gaudi_fill_tags", pa.table({"tag": pa.array(list(wanted), pa.string())}))
-        try:
+        with registered(cur, _gaudi_fill_tags=pa.table({"tag": pa.array(list(wanted), pa.string())})):
             existing = cur.execute(
                 "SELECT tag, text, source FROM tag_descriptions "
                 "WHERE tag IN (SELECT tag FROM _gaudi_fill_tags) ORDER BY tag, idx").fetchall()
-        finally:
-            cur.unregister("_gaudi_fill_tags")
         current: dict[str, list[tuple[str, str]]] = {}
         for tag, text, src in existing:
             current.setdefault(tag, []).append((text, src))

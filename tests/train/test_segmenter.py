@@ -14,16 +14,14 @@ def tiny_data(tmp_path_factory):
     from gaudi_engine import synth
     from gaudi_engine.models.checkpoint import save_checkpoint
     from gaudi_engine.models.registry import create_align_model
+    from gaudi_engine.train.align import align_payload
 
     root = tmp_path_factory.mktemp("seg")
     info = synth.generate(root / "data", 12, seed=1, size=(64, 80))
     torch.manual_seed(0)
     model = create_align_model("gaudi-tiny", image_size=64)
     vocab = list(synth.SYNTH_TAGS)
-    with torch.no_grad():
-        emb = model.tag_embeddings(synth.TAG_DESCRIPTIONS, vocab)
-    ckpt = save_checkpoint(root / "align.pt", {"kind": "align", **model.export_config(), "state_dict": model.state_dict(),
-                                               "vocab": vocab, "text_emb": emb, "descriptions": synth.TAG_DESCRIPTIONS})
+    ckpt = save_checkpoint(root / "align.pt", align_payload(model, vocab, synth.TAG_DESCRIPTIONS))
     return root, info, ckpt
 
 
