@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from . import rle
 from .errors import GaudiError
+from .tags import parse_sidecar, split_tags as parse_tags  # parse_tags: the name the studio and CLI use
 
 log = logging.getLogger(__name__)
 
@@ -24,19 +25,6 @@ IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
            (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
            (0, 128, 128), (220, 190, 255), (170, 110, 40), (128, 0, 0), (170, 255, 195)]
-
-
-def parse_tags(text: str | list[str] | None) -> list[str]:
-    """'a b, c_d' -> ['a', 'b', 'c_d']; a sidecar's 'long hair, 1girl' -> ['long_hair', '1girl']."""
-    if not text:
-        return []
-    if isinstance(text, (list, tuple)):
-        parts = [str(t) for t in text]
-    elif "," in text or "\n" in text:
-        parts = [p.strip().replace(" ", "_") for p in text.replace("\n", ",").split(",")]
-    else:
-        parts = text.split()
-    return [p.strip() for p in dict.fromkeys(parts) if p and p.strip()]
 
 
 class Predictor:
@@ -159,7 +147,7 @@ def infer_single(predictor: Predictor, image_path, tags, out_json=None, viz=None
 
 def _sidecar_tags(path: Path) -> list[str]:
     side = path.with_suffix(".txt")
-    return parse_tags(side.read_text(encoding="utf-8")) if side.exists() else []
+    return parse_sidecar(side.read_text(encoding="utf-8"))[0] if side.exists() else []
 
 
 def infer_batch(predictor: Predictor, images_dir, out_dir, tags=None, masks_dir=None,

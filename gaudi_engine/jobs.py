@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 from . import progress as progress_mod
 from .errors import GaudiError
+from .fileio import atomic_write_text
 from .workspace import Workspace
 
 FINISHED = ("done", "failed", "cancelled", "interrupted")
@@ -233,11 +234,7 @@ class JobManager:
             self._jobs[job.id] = job
 
     def _save(self, job: Job) -> None:
-        d = self.job_dir(job)
-        d.mkdir(parents=True, exist_ok=True)
-        tmp = d / "job.json.tmp"
-        tmp.write_text(json.dumps(asdict(job), indent=1), encoding="utf-8")
-        tmp.replace(d / "job.json")
+        atomic_write_text(self.job_dir(job) / "job.json", json.dumps(asdict(job), indent=1))
 
     def _finish(self, job: Job, status: str, error: str | None = None) -> None:
         job.status = status

@@ -13,44 +13,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 from ..errors import GaudiError
 from ..progress import Progress
+from ..tags import parse_sidecar
 from .images import IMAGE_EXTS, ImageError, verify_image
 from .media import upsert_media
 
 ID_BASE = 1 << 40
 BATCH = 500
-RATINGS = {"g": "g", "general": "g", "s": "s", "sensitive": "s", "q": "q", "questionable": "q",
-           "e": "e", "explicit": "e"}
 
 
 def folder_post_id(md5: str) -> int:
     """A stable post id for an imported image: 2^40 + the md5's first 56 bits (< 2^63)."""
     return ID_BASE + int(md5[:14], 16)
-
-
-def normalise_tag(tag: str) -> str:
-    """Danbooru form: trimmed, lowercase, runs of whitespace -> one underscore."""
-    return re.sub(r"\s+", "_", tag.strip().lower())
-
-
-def parse_tag_text(text: str) -> tuple[list[str], str | None]:
-    """Sidecar text -> (general tags in order, without duplicates; rating or None)."""
-    tags: dict[str, None] = {}
-    rating = None
-    for piece in re.split(r"[,\n]", text):
-        tag = normalise_tag(piece)
-        if not tag:
-            continue
-        if tag.startswith("rating:"):
-            rating = RATINGS.get(tag.split(":", 1)[1], rating)
-            continue
-        tags[tag] = None
-    return list(tags), rating
 
 
 def _sidecar(image: Path) -> Path | None:
@@ -139,7 +117,7 @@ def import_folder(ws, cat, folder: str | os.PathLike) -> dict[str, Any]:
                 summary["without_tags"] += 1
                 summary["warnings"].append(f"{rel}: no tag file ({image.stem}.txt), imported without tags")
             else:
-                tags, rating = parse_tag_text(sidecar.read_text(encoding="utf-8", errors="replace"))
+                tags, rating = parse_sidecar(sidecar.read_text(encoding="utf-8", errors="replace"))
             target = ws.image_path(md5, info.ext)
             _copy_into(data, target)
             posts.append({

@@ -28,10 +28,11 @@ import torch.nn.functional as F
 from ..errors import GaudiError
 from ..progress import Progress
 from . import affinity as aff
-from .cam import CamConfig, containment, cooccurrence, estimate_nesting, load_rgb, prepare_image, \
+from .cam import CamConfig, cooccurrence, estimate_nesting, load_rgb, prepare_image, \
     tag_probabilities, text_cam
 from .regions import regions_mask, superpixels
 from .validators import ValidatorConfig, quality_score, validate_image
+from ..fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -313,15 +314,12 @@ def run_pseudolabels(manifest, tag_desc, align_ckpt, out, segmenter_ckpt=None, s
         nests = {tuple(p) for p in json.loads(nest_path.read_text())["pairs"]}
     else:
         nests = estimate_nests(labeler, records, cfg)
-        tmp = nest_path.with_name(f"nesting.json.tmp{os.getpid()}")
-        tmp.write_text(json.dumps({"pairs": sorted(nests)}, indent=1))
-        os.replace(tmp, nest_path)
+        atomic_write_text(nest_path, json.dumps({"pairs": sorted(nests)}, indent=1))
     labeler.nests = nests
-    tmp = out / f"config.json.tmp{os.getpid()}"  # shards write it concurrently: atomic replace
-    tmp.write_text(json.dumps({"align_ckpt": str(align_ckpt), "segmenter_ckpt": str(segmenter_ckpt) if segmenter_ckpt
-                               else None, "manifest": str(manifest), "round": round_, "pseudo": cfg.to_dict()},
-                              indent=1, default=str))
-    os.replace(tmp, out / "config.json")
+    # shards write it concurrently: each replaces it whole
+    run_config = {"align_ckpt": str(align_ckpt), "segmenter_ckpt": str(segmenter_ckpt) if segmenter_ckpt else None,
+                  "manifest": str(manifest), "round": round_, "pseudo": cfg.to_dict()}
+    atomic_write_text(out / "config.json", json.dumps(run_config, indent=1, default=str))
     mine = shard_records(records, shard_t)
     if limit is not None:
         mine = mine[:limit]

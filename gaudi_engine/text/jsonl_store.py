@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GaudiError
+from ..fileio import atomic_write_text
 
 RESULTS, ERRORS, DONE = "results.jsonl", "errors.jsonl", "done.txt"
 
@@ -117,8 +118,8 @@ class JobStore:
             self.errors.clear()
             for name in (ERRORS, DONE):
                 os.close(self._fds[name])
-            _atomic_write(self.dir / ERRORS, "")
-            _atomic_write(self.dir / DONE, "".join(f"{t}\n" for t in sorted(self.done)))
+            atomic_write_text(self.dir / ERRORS, "", fsync=True)
+            atomic_write_text(self.dir / DONE, "".join(f"{t}\n" for t in sorted(self.done)), fsync=True)
             flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
             for name in (ERRORS, DONE):
                 self._fds[name] = os.open(self.dir / name, flags, 0o644)
@@ -150,10 +151,3 @@ def _cut_torn_tail(path: Path) -> None:
         fh.truncate(data.rfind(b"\n") + 1)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)

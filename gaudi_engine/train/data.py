@@ -15,20 +15,10 @@ import torch
 import torch.nn.functional as Fn
 
 from ..errors import GaudiError
+from ..tags import split_tags
 
 log = logging.getLogger(__name__)
 _warned_no_desc: set[str] = set()
-
-
-def _split_tags(s: str) -> list[str]:
-    parts = s.split(",") if "," in s else s.split()
-    seen, out = set(), []
-    for p in parts:
-        t = p.strip().replace(" ", "_")
-        if t and t not in seen:
-            seen.add(t)
-            out.append(t)
-    return out
 
 
 def read_manifest(path: str | os.PathLike, workspace_root: str | os.PathLike | None = None) -> list[dict[str, Any]]:
@@ -55,7 +45,7 @@ def read_manifest(path: str | os.PathLike, workspace_root: str | os.PathLike | N
                     first = path.parent / p
                     p = first if first.exists() or not (ws_root / p).exists() else ws_root / p
                 rows.append({"post_id": post_id, "image_path": p.resolve(),
-                             "tags": _split_tags(r.get("tags") or ""), "md5": r.get("md5") or "",
+                             "tags": split_tags(r.get("tags") or ""), "md5": r.get("md5") or "",
                              "width": int(r["width"]) if (r.get("width") or "").isdigit() else None,
                              "height": int(r["height"]) if (r.get("height") or "").isdigit() else None})
     except UnicodeDecodeError as exc:

@@ -7,8 +7,8 @@ import io
 import pytest
 from PIL import Image
 
-from gaudi_engine.booru.folder_import import (ID_BASE, folder_post_id, import_folder,
-                                              normalise_tag, parse_tag_text)
+from gaudi_engine.booru.folder_import import ID_BASE, folder_post_id, import_folder
+from gaudi_engine.tags import normalise_tag, parse_sidecar
 from gaudi_engine.catalogue import open_catalogue
 from gaudi_engine.errors import GaudiError
 
@@ -54,9 +54,9 @@ def folder(tmp_path):
 def test_tag_normalisation():
     assert normalise_tag("  Long   Hair ") == "long_hair"
     assert normalise_tag("Star_(Sky)") == "star_(sky)"
-    tags, rating = parse_tag_text("Long Hair, long_hair,\nrating:Explicit , , smile")
+    tags, rating = parse_sidecar("Long Hair, long_hair,\nrating:Explicit , , smile")
     assert tags == ["long_hair", "smile"] and rating == "e"
-    assert parse_tag_text("rating:q")[1] == "q" and parse_tag_text("a, rating:zz")[1] is None
+    assert parse_sidecar("rating:q")[1] == "q" and parse_sidecar("a, rating:zz")[1] is None
     assert folder_post_id("f" * 32) < 2**63 and folder_post_id("0" * 32) == ID_BASE
 
 
