@@ -66,7 +66,7 @@ class Predictor:
             logits = self.segmenter(x, self.texts.get(tags))
             probs = torch.sigmoid(F.interpolate(logits.float(), size=(h, w), mode="bilinear", align_corners=False))[0]
             return probs.cpu().numpy()
-        _, maps, _, _ = self.labeler.score_maps(image, tags)
+        maps = self.labeler.score_maps(image, tags).maps
         if not self.labeler.cfg.regions:
             return maps
         labels = superpixels(np.asarray(image.convert("RGB")), self.labeler.cfg.regions)

@@ -14,5 +14,5 @@ t $G -w $W train-align $C --out runs/align_s1
 t $G -w $W pseudolabels $C --align-ckpt runs/align_s1/checkpoints/last.pt --out runs/pseudomasks_v1
 t $G -w $W train-segmenter $C --pseudomasks runs/pseudomasks_v1 --out runs/seg_s1
 t $G -w $W pseudolabels $C --align-ckpt runs/align_s1/checkpoints/last.pt --segmenter-ckpt runs/seg_s1/checkpoints/last.pt --out runs/pseudomasks_v2
-t $G -w $W train-segmenter $C --pseudomasks runs/pseudomasks_v2 --out runs/seg_s2
+t $G -w $W train-segmenter $C --pseudomasks runs/pseudomasks_v2 --init-from runs/seg_s1/checkpoints/last.pt --out runs/seg_s2
 echo ALLDONE

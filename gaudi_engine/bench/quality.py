@@ -61,7 +61,7 @@ def score_pseudomasks(run_dir, records: list[dict], gt_root) -> dict:
     best = max(rho, key=lambda c: -1 if rho[c] != rho[c] else rho[c]) if rho else None
     acc_mean = float(ious_a[acc_a].mean()) if acc_a.any() else float("nan")
     rej_mean = float(ious_a[~acc_a].mean()) if (~acc_a).any() else float("nan")
-    return {"miou_accepted": acc_only.miou(), "miou_all": every.miou(), "per_tag_accepted": acc_only.per_tag(),
+    return {"miou_accepted": acc_only.miou(), "miou_all": every.miou(), "per_tag_accepted": acc_only.per_tag(), "per_tag_all": every.per_tag(),
             "n_masks": len(ious), "n_accepted": int(acc_a.sum()),
             "mean_iou_accepted": acc_mean, "mean_iou_rejected": rej_mean,
             "accepted_over_rejected": acc_mean / rej_mean if rej_mean and rej_mean == rej_mean else float("nan"),
@@ -139,8 +139,9 @@ def run_quality_bench(work_dir, n_train: int = 600, n_test: int = 200, size=(128
                      "note": f"all masks {pv['miou_all']:.3f}; accepted {pv['n_accepted']}/{pv['n_masks']}"})
         pseudo_scores[rnd] = pv
         with stage(f"segmenter s{rnd}"):
+            # s2 goes on training s1 on the round-2 masks (self-training)
             seg = train_segmenter(tr["manifest"], desc, work / f"pseudomasks_v{rnd}", work / f"seg_s{rnd}", seg_epochs,
-                                  init_from=align_ckpt, device=device, batch_size=batch_size, seed=seed)
+                                  init_from=seg_ckpt or align_ckpt, device=device, batch_size=batch_size, seed=seed)
         score = score_predictor(Predictor(align_ckpt, seg["checkpoint"], device=device), test_recs, work / "test" / "gt")
         rows.append({"row": f"segmenter s{rnd}", "miou": score["miou"], "time_s": times[f"segmenter s{rnd}"]})
         seg_scores[rnd] = score
@@ -168,7 +169,9 @@ def run_quality_bench(work_dir, n_train: int = 600, n_test: int = 200, size=(128
             "no affinity": PseudoConfig(affinity=False),
             "no regions": PseudoConfig(regions=None),
             "SLIC regions": PseudoConfig(regions="slic"),
+            "no max-normalisation": PseudoConfig(max_norm=None),
             "no validators": PseudoConfig(validators=ValidatorConfig(enabled=False)),
+            "absolute validator thresholds": PseudoConfig(validators=ValidatorConfig(policy="absolute")),
             "softmax over all present tags": PseudoConfig(cam=CamConfig(mode="all")),
             "background-only softmax": PseudoConfig(cam=CamConfig(mode="background")),
         }

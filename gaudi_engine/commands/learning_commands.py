@@ -81,6 +81,7 @@ def cmd_pseudolabels(args) -> int:
         base += ["--segmenter-ckpt", str(seg)] if seg else []
         base += ["--no-affinity"] if args.no_affinity else []
         base += ["--no-validators"] if args.no_validators else []
+        base += ["--validator-policy", args.validator_policy, "--reject-quantile", str(args.reject_quantile)]
         base += ["--progress-jsonl", args.progress_jsonl] if getattr(args, "progress_jsonl", None) else []
         procs = []
         for j in range(args.workers):
@@ -93,7 +94,8 @@ def cmd_pseudolabels(args) -> int:
         rows = merge_index(out)
         print(f"pseudolabels: {args.workers} workers done; index.parquet has {rows} rows ({ws.rel(out)})")
         return 0
-    cfg = PseudoConfig(cam=CamConfig(mode=args.cam_mode), validators=ValidatorConfig(enabled=not args.no_validators),
+    cfg = PseudoConfig(cam=CamConfig(mode=args.cam_mode), validators=ValidatorConfig(
+        enabled=not args.no_validators, policy=args.validator_policy, reject_quantile=args.reject_quantile),
                        affinity=not args.no_affinity, regions=None if args.regions == "none" else args.regions)
     summary = run_pseudolabels(manifest, tag_desc, align, out, segmenter_ckpt=seg, shard=shard,
                                device=_device(args.device), config=cfg, limit=args.limit)
@@ -192,6 +194,11 @@ def register(add_command) -> None:
                    help="superpixels the CAM is averaged over (default felzenszwalb)")
     p.add_argument("--no-affinity", action="store_true", help="skip affinity refinement (ablation)")
     p.add_argument("--no-validators", action="store_true", help="accept every non-empty mask (ablation)")
+    p.add_argument("--validator-policy", default="relative", choices=["relative", "absolute"],
+                   help="relative (default): reject the bottom --reject-quantile of each tag's validator "
+                        "quality, calibrated on the first posts; absolute: a fixed threshold per check")
+    p.add_argument("--reject-quantile", type=float, default=0.1,
+                   help="relative policy: share of each tag's masks to reject (default 0.1)")
     p.add_argument("--limit", type=int, help="at most this many posts (of this shard)")
 
     p = add_command(
@@ -206,7 +213,8 @@ def register(add_command) -> None:
     p.add_argument("--gt-masks", help="oracle: GT/NAME/<tag>.png masks instead of pseudo-masks")
     p.add_argument("--out", required=True, help="run folder, e.g. runs/seg_s1")
     p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--init-from", help="align checkpoint to start from (default: the pseudomasks' one)")
+    p.add_argument("--init-from", help="checkpoint to start from: Stage A align (fresh decoder; default: the "
+                   "pseudomasks' one) or a segmenter (go on training it: round 2 self-training)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--device", default="auto")

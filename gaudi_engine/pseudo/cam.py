@@ -128,13 +128,17 @@ def tag_probabilities(model, x: torch.Tensor, text: torch.Tensor) -> torch.Tenso
     return torch.sigmoid(logits.float())
 
 
-def estimate_nesting(cooc: dict[tuple[str, str], float], overlap: dict[tuple[str, str], float],
-                     min_cooc: float = 0.9, min_overlap: float = 0.75) -> set[tuple[str, str]]:
-    """(child, parent) pairs: the child almost never appears without the parent (co-occurrence
-    P(parent | child)) AND its CAM mass lies inside the parent's (overlap). Co-occurrence alone
-    would nest `ocean` in `beach`; the CAM overlap tells side-by-side from inside."""
-    return {pair for pair, p in cooc.items()
-            if p >= min_cooc and overlap.get(pair, 0.0) >= min_overlap}
+def decide_nests(evidence: dict[tuple[str, str], list[tuple[float, float]]], min_keep: float = 0.5,
+                 max_share: float = 0.7) -> set[tuple[str, str]]:
+    """(child, parent) pairs from per-image insertion evidence (keep, share): on average the
+    child's core alone keeps >= min_keep of the parent's probability, and the child covers at
+    most max_share of child ∪ parent (see pipeline.estimate_nests)."""
+    out = set()
+    for pair, v in evidence.items():
+        keep, share = np.mean(np.asarray(v, dtype=np.float64), axis=0)
+        if keep >= min_keep and share <= max_share:
+            out.add(pair)
+    return out
 
 
 def cooccurrence(tag_lists: list[list[str]], min_count: int = 3) -> dict[tuple[str, str], float]:
@@ -148,12 +152,6 @@ def cooccurrence(tag_lists: list[list[str]], min_count: int = 3) -> dict[tuple[s
         single.update(uniq)
         pair.update(permutations(uniq, 2))
     return {(c, p): n / single[c] for (c, p), n in pair.items() if single[c] >= min_count}
-
-
-def containment(child: np.ndarray, parent: np.ndarray) -> float:
-    """Share of the child's map mass that the parent's map also covers."""
-    denom = float(child.sum())
-    return float(np.minimum(child, parent).sum() / denom) if denom > 0 else 0.0
 
 
 def load_rgb(path) -> "PIL.Image.Image":

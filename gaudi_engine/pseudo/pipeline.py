@@ -7,6 +7,7 @@ Output (DESIGN §6), in `out/`:
   parts/shard-I-of-N.jsonl       one line per finished post (its index rows): resumability
   index.parquet                  all rows of all parts, sorted by (post_id, tag)
   nesting.json, config.json      the containment pairs used and the run's settings
+  calibration.json               per-tag quality floors (relative validator policy)
 
 Shards split the posts (sorted by post_id) into contiguous chunks; the nesting statistics come
 from the whole manifest, so the shards' rows merge to exactly the unsharded index. A rerun skips
@@ -20,6 +21,7 @@ import os
 import urllib.parse
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -28,10 +30,10 @@ import torch.nn.functional as F
 from ..errors import GaudiError
 from ..progress import Progress
 from . import affinity as aff
-from .cam import CamConfig, cooccurrence, estimate_nesting, load_rgb, prepare_image, \
+from .cam import CamConfig, competitor_matrix, cooccurrence, decide_nests, load_rgb, prepare_image, \
     tag_probabilities, text_cam
 from .regions import regions_mask, superpixels
-from .validators import ValidatorConfig, quality_score, validate_image
+from .validators import ValidatorConfig, apply_floor, calibrate_floors, quality_score, validate_image
 from ..fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -51,8 +53,14 @@ class PseudoConfig:
     aff_iters: int = 3
     regions: str | None = "felzenszwalb"  # or slic | None (pixel threshold); see BENCHMARKS ablations
     fixed_threshold: float | None = None  # None: adaptive per map
-    seg_weight: float = 0.6  # round 2: weight of the segmenter's probability in the fusion
-    nest_sample: int = 48  # images (whole manifest, first by post_id) for CAM-overlap nesting
+    threshold_range: tuple[float, float] = (0.3, 0.7)  # the adaptive threshold's clip
+    otsu_weight: float = 0.5  # adaptive threshold = w * Otsu + (1 - w) * 0.5
+    exclusive: float = 0.0  # a tag drops pixels where a competitor scores > 1/this times higher
+    max_norm: float | None = 0.6  # divide each present tag's map by max(its maximum, this)
+    seg_weight: float = 0.3  # round 2: weight of the segmenter's probability in the fusion
+    nest_sample: int = 48  # images (whole manifest, first by post_id) for the nesting test
+    nest_keep: float = 0.5  # child's core alone keeps >= this share of the parent's probability
+    nest_max_share: float = 0.7  # ... and covers at most this share of child ∪ parent
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -115,6 +123,14 @@ class TagTexts:
         return torch.stack([self.cache[t] for t in tags]).to(dev)
 
 
+class ScoreMaps(NamedTuple):
+    x: torch.Tensor  # the preprocessed image [3,S,S]
+    maps: np.ndarray  # [K,H,W] fused soft maps at image size (max-normalised per tag)
+    views: np.ndarray  # [V,K,gh,gw] per-view maps (the consistency validator)
+    cam: object  # CamOutput
+    peaks: np.ndarray  # [K] what each map was divided by
+
+
 class PseudoLabeler:
     """Per-image pseudo-labelling with one align model (and optionally a round-1 segmenter)."""
 
@@ -124,10 +140,12 @@ class PseudoLabeler:
         self.nests = nests or set()
         self.segmenter = segmenter
         self.device = device
+        self.floors: dict | None = None  # relative validator policy: from `calibrate`
 
     @torch.no_grad()
-    def score_maps(self, image, tags: list[str]) -> tuple[torch.Tensor, np.ndarray, torch.Tensor, object]:
-        """(x, fused soft maps [K,H,W] numpy at image size, per-view maps, cam output)."""
+    def score_maps(self, image, tags: list[str]) -> "ScoreMaps":
+        """Fused soft maps [K,H,W] (numpy, image size, max-normalised), per-view maps, and the
+        divisors that undo the normalisation (to compare tags on one scale)."""
         x = prepare_image(image, self.preprocess).to(self.device)
         text = self.texts.get(tags)
         cam = text_cam(self.model, x, text, tags, self.cfg.cam, self.nests)
@@ -139,20 +157,37 @@ class PseudoLabeler:
         if self.cfg.affinity:
             probs = aff.refine(probs, cam.feats.unsqueeze(0), self.cfg.aff_radius, self.cfg.aff_beta,
                                self.cfg.aff_iters)
+        views = cam.views
+        peaks = torch.ones(len(tags))
+        if self.cfg.max_norm is not None:  # the tag IS in the image: its best pixels are its
+            # pixels (CAM max-normalisation, down to a floor), else a tag that never wins the
+            # softmax outright gets no mask
+            floor = max(float(self.cfg.max_norm), 1e-6)
+            peaks = probs[0].flatten(1).amax(-1).clamp(min=floor)
+            probs = probs / peaks[None, :, None, None]
+            views = views / views.flatten(2).amax(-1)[..., None, None].clamp(min=floor)
         w, h = image.size
         full = F.interpolate(probs, size=(h, w), mode="bilinear", align_corners=False)[0]
-        return x, full.clamp(0, 1).cpu().numpy(), cam.views.cpu().numpy(), cam
+        return ScoreMaps(x, full.clamp(0, 1).cpu().numpy(), views.cpu().numpy(), cam, peaks.cpu().numpy())
 
     def label_image(self, image, tags: list[str]) -> dict[str, dict]:
         """tag -> record with masks, maps and all validator scores."""
-        x, maps, views, _ = self.score_maps(image, tags)
+        x, maps, views, _, peaks = self.score_maps(image, tags)
         labels = superpixels(np.asarray(image), self.cfg.regions) if self.cfg.regions else None
         masks, smooth, thresholds, view_masks = {}, {}, {}, {}
-        gh, gw = views.shape[-2:]
         for k, tag in enumerate(tags):
-            m, s, t = regions_mask(maps[k], labels, self.cfg.fixed_threshold)
+            m, s, t = regions_mask(maps[k], labels, self.cfg.fixed_threshold, *self.cfg.threshold_range,
+                                   otsu_weight=self.cfg.otsu_weight)
             masks[tag], smooth[tag], thresholds[tag] = m, s, t
             view_masks[tag] = views[:, k] >= t
+        if self.cfg.exclusive > 0:  # CLIP-ES's argmax: a pixel a tag's competitors explain better
+            # (on the softmax's own scale, before max-normalisation) is not the tag's; this stops
+            # a small thing's halo from taking the sky around it
+            comp = competitor_matrix(tags, self.cfg.cam.mode, self.nests).numpy()
+            raw = np.stack([smooth[t] * peaks[k] for k, t in enumerate(tags)])
+            for k, tag in enumerate(tags):
+                if comp[k].any():
+                    masks[tag] = masks[tag] & (raw[k] >= self.cfg.exclusive * raw[comp[k]].max(0))
         text = self.texts.get(tags)
 
         def score_fn(batch: torch.Tensor) -> torch.Tensor:
@@ -166,6 +201,8 @@ class PseudoLabeler:
             outside = maps[k][~m].mean() if (~m).any() else 0.0
             r.update(score_map=maps[k], threshold=thresholds[tag], cam_score=float(inside),
                      margin=float(inside - outside), quality=quality_score(r))
+            if self.floors is not None:
+                apply_floor(r, self.floors["floors"].get(tag, self.floors["default"]))
         return recs
 
 
@@ -251,16 +288,28 @@ def merge_index(out: Path) -> int:
 
 
 def estimate_nests(labeler: PseudoLabeler, records: list[dict], cfg: PseudoConfig) -> set[tuple[str, str]]:
-    """Containment pairs from the manifest's co-occurrence and CAM overlap on a fixed sample."""
+    """Containment pairs (child, parent): the child almost never appears without the parent
+    (co-occurrence) AND causal evidence that the child's pixels are part of the parent.
+
+    Co-occurrence alone would nest `tree` in `grass` (trees stand on grass) and CAM overlap
+    cannot tell "inside" from "next to" on blurry maps, so the test is an insertion: the child's
+    core (where it wins the all-tags softmax) shown alone, everything else greyed, must keep at
+    least half of the parent's probability (a dress alone still says `1girl`; a tree alone does
+    not say `grass`), and the child must be the smaller of the two (a background that keeps the
+    character's silhouette is not part of the character)."""
+    from .validators import grey_out
+
     if cfg.cam.mode != "nesting":
         return set()
     cooc = cooccurrence([r["tags"] for r in records])
     candidates = {p for p, v in cooc.items() if v >= 0.9}
     if not candidates:
         return set()
-    sums: dict[tuple[str, str], list[float]] = {}
+    model = labeler.model
+    all_cfg = CamConfig(scales=(1.0,), flip=False, mode="all", grid_mult=1)
+    stats: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for rec in sorted(records, key=lambda r: r["post_id"])[: cfg.nest_sample]:
-        tags = rec["tags"]
+        tags = list(dict.fromkeys(rec["tags"]))
         pairs = [(a, b) for (a, b) in candidates if a in tags and b in tags]
         if not pairs:
             continue
@@ -269,19 +318,43 @@ def estimate_nests(labeler: PseudoLabeler, records: list[dict], cfg: PseudoConfi
         except ValueError:
             continue
         x = prepare_image(image, labeler.preprocess).to(labeler.device)
+        text = labeler.texts.get(tags)
         with torch.no_grad():
-            sim = labeler.model.similarity(labeler.model.dense_features(x.unsqueeze(0)), labeler.texts.get(tags))[0]
-        # per-image min-max normalised similarity: a nested child's core is where the parent
-        # also scores near its own peak; a neighbour's core is where the parent is low
-        lo = sim.flatten(1).min(1).values.view(-1, 1, 1)
-        hi = sim.flatten(1).max(1).values.view(-1, 1, 1)
-        norm = ((sim - lo) / (hi - lo).clamp(min=1e-6)).cpu().numpy()
-        maps = {t: norm[i] for i, t in enumerate(tags)}
+            probs = text_cam(model, x, text, tags, all_cfg).probs
+            cores = F.interpolate((probs >= 0.5).float()[None], size=x.shape[-2:], mode="nearest")[0] > 0.5
+            children = sorted({a for a, _ in pairs if cores[tags.index(a)].any()})
+            if not children:
+                continue
+            shown = torch.stack([grey_out(x, ~cores[tags.index(a)]) for a in children])
+            p0 = tag_probabilities(model, x[None], text)[0].clamp(min=1e-6)
+            p_alone = tag_probabilities(model, shown, text)
         for a, b in pairs:
-            core = maps[a] >= 0.7
-            sums.setdefault((a, b), []).append(float(maps[b][core].mean()) if core.any() else 0.0)
-    overlap = {p: float(np.mean(v)) for p, v in sums.items()}
-    return estimate_nesting(cooc, overlap)
+            if a not in children:
+                continue
+            ia, ib = tags.index(a), tags.index(b)
+            keep = float(p_alone[children.index(a), ib] / p0[ib])
+            union = float((cores[ia] | cores[ib]).float().sum())
+            stats.setdefault((a, b), []).append((keep, float(cores[ia].float().sum()) / max(union, 1.0)))
+    return decide_nests(stats, cfg.nest_keep, cfg.nest_max_share)
+
+
+def calibrate(labeler: PseudoLabeler, records: list[dict], cfg: PseudoConfig) -> dict:
+    """Per-tag quality floors from the first `calib_sample` posts of the whole manifest (so every
+    shard uses the same ones): the relative validator policy's bottom-quantile cut."""
+    labeler.floors = None
+    qualities: dict[str, list[float]] = {}
+    for rec in sorted(records, key=lambda r: r["post_id"])[: cfg.validators.calib_sample]:
+        tags = [t for t in dict.fromkeys(rec["tags"]) if t]
+        try:
+            image = load_rgb(rec["image_path"])
+        except ValueError:
+            continue
+        if not tags:
+            continue
+        for tag, r in labeler.label_image(image, tags).items():
+            if r["accepted"]:  # passed the hard checks
+                qualities.setdefault(tag, []).append(float(r["quality"]))
+    return calibrate_floors(qualities, cfg.validators.reject_quantile)
 
 
 def run_pseudolabels(manifest, tag_desc, align_ckpt, out, segmenter_ckpt=None, shard: str | tuple | None = None,
@@ -316,6 +389,15 @@ def run_pseudolabels(manifest, tag_desc, align_ckpt, out, segmenter_ckpt=None, s
         nests = estimate_nests(labeler, records, cfg)
         atomic_write_text(nest_path, json.dumps({"pairs": sorted(nests)}, indent=1))
     labeler.nests = nests
+    v = cfg.validators
+    if v.enabled and v.policy == "relative" and v.reject_quantile > 0:
+        calib_path = out / "calibration.json"
+        if calib_path.exists():
+            floors = json.loads(calib_path.read_text())
+        else:
+            floors = calibrate(labeler, records, cfg)
+            atomic_write_text(calib_path, json.dumps(floors, indent=1))
+        labeler.floors = floors
     # shards write it concurrently: each replaces it whole
     run_config = {"align_ckpt": str(align_ckpt), "segmenter_ckpt": str(segmenter_ckpt) if segmenter_ckpt else None,
                   "manifest": str(manifest), "round": round_, "pseudo": cfg.to_dict()}

@@ -47,8 +47,8 @@ def region_score_map(score: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def adaptive_threshold(score: np.ndarray, lo: float = 0.3, hi: float = 0.7,
-                       base: float = 0.5) -> float:
-    """Otsu's threshold on the map, averaged with `base` and clipped to [lo, hi].
+                       base: float = 0.5, otsu_weight: float = 0.5) -> float:
+    """Otsu's threshold on the map, blended with `base` and clipped to [lo, hi].
 
     Otsu adapts to maps whose foreground never reaches 0.5 (weak tags) or whose background
     stays high (stuff tags); the clip stops it from splitting a flat map at noise level."""
@@ -57,17 +57,17 @@ def adaptive_threshold(score: np.ndarray, lo: float = 0.3, hi: float = 0.7,
     v = score.ravel()
     if v.size == 0 or float(v.max() - v.min()) < 1e-3:
         return float(base)
-    t = 0.5 * (float(threshold_otsu(v)) + base)
+    t = otsu_weight * float(threshold_otsu(v)) + (1.0 - otsu_weight) * base
     return float(np.clip(t, lo, hi))
 
 
 def regions_mask(score: np.ndarray, labels: np.ndarray | None, threshold: float | None = None,
-                 lo: float = 0.3, hi: float = 0.7) -> tuple[np.ndarray, np.ndarray, float]:
+                 lo: float = 0.3, hi: float = 0.7, otsu_weight: float = 0.5) -> tuple[np.ndarray, np.ndarray, float]:
     """(mask, smoothed score map, threshold) from a soft map and superpixel labels.
 
     With `labels=None` the pixel map itself is thresholded (the no-regions ablation)."""
     smooth = region_score_map(score, labels) if labels is not None else score.astype(np.float32)
-    t = adaptive_threshold(smooth, lo, hi) if threshold is None else float(threshold)
+    t = adaptive_threshold(smooth, lo, hi, otsu_weight=otsu_weight) if threshold is None else float(threshold)
     return smooth >= t, smooth, t
 
 

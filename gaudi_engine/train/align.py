@@ -12,6 +12,7 @@ as the "background" competitor in its softmax.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 
 DEFAULTS = {  # tuned so ~500 SynthBooru images train in a few minutes on 2 CPU cores
     "epochs": 8, "batch_size": 32, "lr": 2e-3, "image_size": None, "bg_weight": 0.5,
-    "max_tags_per_step": 256, "trunk_lr_scale": 0.3, "rank_weight": 0.5, "excl_weight": 1.0, "mosaic_p": 0.0,
+    "max_tags_per_step": 256, "trunk_lr_scale": 0.3, "rank_weight": 0.5, "excl_weight": 1.0, "excl_pool": "mean", "mosaic_p": 0.0,
     "align_cfg": {},  # AlignModel settings (pooling, dense levels, backgrounds)
 }
 
@@ -46,7 +47,7 @@ def _pretokenize(model, descriptions: dict[str, list[str]], vocab: list[str]) ->
 
 def make_align_loss(tokens: torch.Tensor, owner: torch.Tensor, n_vocab: int, bg_weight: float = 0.5,
                     max_tags_per_step: int = 256, seed: int = 0, rank_weight: float = 0.5,
-                    excl_weight: float = 0.0):
+                    excl_weight: float = 0.0, excl_pool: str = "mean"):
     """loss_fn(model, batch) -> (loss, metrics) for train_loop."""
     gen = torch.Generator().manual_seed(seed)
 
@@ -92,7 +93,7 @@ def make_align_loss(tokens: torch.Tensor, owner: torch.Tensor, n_vocab: int, bg_
         if excl_weight > 0:  # pixels compete: a softmax over the tags + background at each pixel,
             # mean-pooled: present tags must win area, absent ones none -> maps that partition the image
             z = torch.cat([model.pixel_logits(S, T), model.pixel_logits(model.background_similarity(F))], 1)
-            q = torch.softmax(z.float(), 1)[:, :-1].mean((2, 3)).clamp(1e-5, 1 - 1e-5)
+            q = pool_area(torch.softmax(z.float(), 1)[:, :-1], excl_pool).clamp(1e-5, 1 - 1e-5)
             excl = -(yk * q.log() + (1 - yk) * (1 - q).log()).mean()
             loss = loss + excl_weight * excl
             metrics["excl"] = float(excl.detach())
@@ -103,6 +104,22 @@ def make_align_loss(tokens: torch.Tensor, owner: torch.Tensor, n_vocab: int, bg_
         return loss, metrics
 
     return loss_fn
+
+
+def pool_area(p: torch.Tensor, how: str) -> torch.Tensor:
+    """[B,K,h,w] pixel probabilities -> [B,K]. "mean" asks a present tag for area (small things
+    then claim their surroundings); "lse:R" / "topk:F" ask only for some pixels it clearly wins."""
+    flat = p.flatten(2)
+    kind, _, arg = how.partition(":")
+    if kind == "mean":
+        return flat.mean(-1)
+    if kind == "lse":
+        r = float(arg or 10)
+        return (torch.logsumexp(r * flat, -1) - math.log(flat.shape[-1])) / r
+    if kind == "topk":
+        k = max(1, int(round(flat.shape[-1] * float(arg or 0.05))))
+        return flat.topk(k, -1).values.mean(-1)
+    raise GaudiError(f"unknown area pooling {how!r} (mean, lse:R or topk:F)")
 
 
 def align_payload(model, vocab: list[str], descriptions: dict[str, list[str]]) -> dict[str, Any]:
@@ -128,7 +145,7 @@ def train_align(manifest: str | os.PathLike, tag_desc: str | os.PathLike | None,
              "bg_weight": DEFAULTS["bg_weight"] if bg_weight is None else bg_weight,
              "max_tags_per_step": DEFAULTS["max_tags_per_step"], "trunk_lr_scale": DEFAULTS["trunk_lr_scale"],
              "rank_weight": DEFAULTS["rank_weight"], "excl_weight": DEFAULTS["excl_weight"],
-             "mosaic_p": DEFAULTS["mosaic_p"], "align_cfg": dict(DEFAULTS["align_cfg"])}
+             "excl_pool": DEFAULTS["excl_pool"], "mosaic_p": DEFAULTS["mosaic_p"], "align_cfg": dict(DEFAULTS["align_cfg"])}
     cfg = TrainConfig(out=str(out), epochs=epochs or DEFAULTS["epochs"], batch_size=batch_size or DEFAULTS["batch_size"],
                       lr=lr or DEFAULTS["lr"], device=device, seed=seed, workers=workers, resume=resume,
                       log_every=log_every, max_steps=max_steps, stage="train-align", extra=extra)
@@ -154,7 +171,8 @@ def train_align(manifest: str | os.PathLike, tag_desc: str | os.PathLike | None,
     loss_fn = make_align_loss(tokens, owner, len(vocab), bg_weight=float(extra["bg_weight"]),
                               max_tags_per_step=int(extra["max_tags_per_step"]), seed=seed,
                               rank_weight=float(extra.get("rank_weight", DEFAULTS["rank_weight"])),
-                              excl_weight=float(extra.get("excl_weight", DEFAULTS["excl_weight"])))
+                              excl_weight=float(extra.get("excl_weight", DEFAULTS["excl_weight"])),
+                              excl_pool=str(extra.get("excl_pool", "mean")))
     pretrained_trunk = model.align_cfg.get("init") not in (None, "random")
     trunk_scale = float(extra["trunk_lr_scale"]) if pretrained_trunk else 1.0
 

@@ -216,8 +216,8 @@ def train_segmenter(manifest, tag_desc, pseudomasks, out, epochs: int | None = N
                     resume: bool = False, seed: int = 0, workers: int = 0, max_steps: int | None = None,
                     log_every: int = 10, targets_cfg: SegTargetsConfig | None = None) -> dict:
     """Stage B through the shared loop; returns its summary (checkpoint = out/checkpoints/last.pt)."""
-    from ..models.checkpoint import load_align
-    from ..models.segmenter import TextSegmenter, segmenter_payload
+    from ..models.checkpoint import load_align, load_checkpoint
+    from ..models.segmenter import TextSegmenter, load_segmenter, segmenter_payload
     from ..pseudo.pipeline import TagTexts
     from .data import build_vocab, load_tag_descriptions, read_manifest
     from .loop import TrainConfig, saved_config, train_loop
@@ -242,13 +242,21 @@ def train_segmenter(manifest, tag_desc, pseudomasks, out, epochs: int | None = N
                       lr=lr or DEFAULTS["lr"], device=device, seed=seed, workers=workers, resume=resume,
                       log_every=log_every, max_steps=max_steps, stage="train-segmenter", extra=extra)
     records = read_manifest(extra["manifest"])
-    bundle = load_align(extra["init_from"], "cpu")
+    torch.manual_seed(seed)
+    # --init-from: Stage A's align checkpoint (a fresh decoder), or a segmenter checkpoint to go on
+    # training (round 2 self-training starts from round 1's segmenter, as in MaskCLIP+)
+    if load_checkpoint(extra["init_from"]).get("kind") == "segmenter":
+        bundle = load_segmenter(extra["init_from"], "cpu")
+        model = bundle.model.train()
+        align = model.align
+    else:
+        bundle = load_align(extra["init_from"], "cpu")
+        align = bundle.model
+        model = TextSegmenter(align, dec_dim=int(extra["dec_dim"]))
     descriptions = {**(bundle.descriptions or {}), **load_tag_descriptions(extra["tag_desc"])}
     vocab = list(dict.fromkeys(list(bundle.vocab) + build_vocab(records)))
-    torch.manual_seed(seed)
-    texts = TagTexts(bundle.model, bundle.vocab, bundle.text_emb, descriptions)
+    texts = TagTexts(align, bundle.vocab, bundle.text_emb, descriptions)
     text_emb = texts.get(vocab).detach().cpu()
-    model = TextSegmenter(bundle.model, dec_dim=int(extra["dec_dim"]))
     size = int(bundle.preprocess.get("image_size", 160))
     targets = build_targets(records, size, Path(extra["pseudomasks"]) if extra["pseudomasks"] else None,
                             Path(extra["gt_masks"]) if extra["gt_masks"] else None, tcfg)
@@ -260,7 +268,7 @@ def train_segmenter(manifest, tag_desc, pseudomasks, out, epochs: int | None = N
     sample = torch.utils.data.default_collate([dataset[0]])
     model.train()
     freeze_unused(model, sample, loss_fn)
-    base = {"kind": "align", **bundle.model.export_config(), "vocab": vocab, "text_emb": text_emb,
+    base = {"kind": "align", **align.export_config(), "vocab": vocab, "text_emb": text_emb,
             "descriptions": descriptions}
     trunk_scale = float(extra["trunk_lr_scale"])
 

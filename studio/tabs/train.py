@@ -63,10 +63,10 @@ def pipeline_steps(which: str, k: dict) -> list[Step]:
     pseudo2 = Step("Pseudo-labels v2", _argv("pseudolabels", {**common, "--align-ckpt": align_ckpt,
                                                               "--segmenter-ckpt": seg1, "--out": PSEUDO_V2},
                                              run_knobs))
-    # like s1, s2 starts from Stage A's tower (train-segmenter's --init-from default: the
-    # pseudo-masks' align checkpoint); round 2's gain comes from the better pseudo-masks
+    # s2 goes on training s1 on the round-2 masks (self-training, as in MaskCLIP+)
     stage_b2 = Step("Stage B round 2", _argv("train-segmenter", {**common, "--pseudomasks": PSEUDO_V2,
-                                                                 "--out": SEG_S2}, seg_knobs))
+                                                                 "--init-from": seg1, "--out": SEG_S2},
+                                             seg_knobs))
     return {"Stage A": [stage_a], "Pseudo-labels v1": [pseudo1], "Stage B": [stage_b],
             "Round 2": [pseudo2, stage_b2],
             "Run all": [stage_a, pseudo1, stage_b, pseudo2, stage_b2]}[which]

@@ -7,10 +7,10 @@ import torch
 from gaudi_engine.errors import GaudiError
 from gaudi_engine.metrics import IoUAccumulator, mask_iou
 from gaudi_engine.pseudo import affinity, regions
-from gaudi_engine.pseudo.cam import competitive_softmax, competitor_matrix, containment, cooccurrence, estimate_nesting
+from gaudi_engine.pseudo.cam import competitive_softmax, competitor_matrix, cooccurrence, decide_nests
 from gaudi_engine.pseudo.index import PseudoMaskIndex
 from gaudi_engine.pseudo.pipeline import INDEX_COLUMNS, parse_shard, shard_records, tag_filename
-from gaudi_engine.pseudo.validators import ValidatorConfig, mean_pairwise_iou, validate_image
+from gaudi_engine.pseudo.validators import ValidatorConfig, apply_floor, calibrate_floors, mean_pairwise_iou, validate_image
 
 
 def test_metrics_dataset_level():
@@ -41,19 +41,15 @@ def test_nesting_competition():
     assert p_all[0] < 0.51 and p_all[1] < 0.51
 
 
-def test_cooccurrence_and_containment():
+def test_cooccurrence_and_nesting_decision():
     lists = [["1girl", "dress"]] * 5 + [["1girl"]] * 5 + [["ocean", "beach"]] * 5
     co = cooccurrence(lists)
     assert co[("dress", "1girl")] == 1.0 and co[("1girl", "dress")] == 0.5
-    inner = np.zeros((10, 10))
-    inner[3:6, 3:6] = 1
-    outer = np.zeros((10, 10))
-    outer[2:8, 2:8] = 1
-    side = np.zeros((10, 10))
-    side[6:, :] = 1
-    ov = {("dress", "1girl"): containment(inner, outer), ("ocean", "beach"): containment(side, outer),
-          ("beach", "ocean"): 0.0}
-    assert estimate_nesting(co, ov) == {("dress", "1girl")}
+    # (keep, share) per image, as measured on SynthBooru: a dress alone still says 1girl; a tree
+    # alone does not say grass; a background keeps the girl's silhouette but is the larger part
+    ev = {("dress", "1girl"): [(0.7, 0.2), (0.56, 0.2)], ("tree", "grass"): [(0.09, 0.23)] * 3,
+          ("simple_background", "1girl"): [(0.84, 0.8)] * 3, ("ocean", "beach"): [(0.57, 0.91)]}
+    assert decide_nests(ev) == {("dress", "1girl")}
 
 
 def test_affinity_propagation():
@@ -100,7 +96,7 @@ def test_validators_with_fake_classifier():
     good[:, :16] = True
     bad = np.zeros((32, 32), bool)
     bad[:, 16:] = True
-    cfg = ValidatorConfig()
+    cfg = ValidatorConfig(policy="absolute")
     views = np.stack([good, good])
     r_good = validate_image(x, {"red": good}, {"red": views}, ["red"], score_fn, cfg)["red"]
     r_bad = validate_image(x, {"red": bad}, {"red": np.stack([bad, good])}, ["red"], score_fn, cfg)["red"]
@@ -109,6 +105,21 @@ def test_validators_with_fake_classifier():
     assert not r_bad["accepted"]
     assert "deletion-no-drop" in r_bad["reason"] and "unstable" in r_bad["reason"]
     assert mean_pairwise_iou(np.stack([good, bad])) == 0.0
+    # relative policy: only hard failures at this point; the tag's calibrated floor decides later
+    rel = validate_image(x, {"red": bad}, {"red": np.stack([bad, good])}, ["red"], score_fn, ValidatorConfig())["red"]
+    assert rel["accepted"] and rel["deletion_drop"] < 0.15
+
+
+def test_relative_policy_floors_rank_within_each_tag():
+    q = {"sun": [0.01, 0.02, 0.03, 0.04, 0.05], "sky": [0.5, 0.6, 0.7, 0.8, 0.9], "moon": [0.2]}
+    cal = calibrate_floors(q, 0.25)
+    assert cal["floors"]["sun"] == pytest.approx(0.02) and cal["floors"]["sky"] == pytest.approx(0.6)
+    assert "moon" not in cal["floors"] and cal["default"] == pytest.approx(0.02)  # too few: most lenient
+    low_sky = {"accepted": True, "reason": "ok", "quality": 0.55}
+    apply_floor(low_sky, cal["floors"]["sky"])
+    good_sun = {"accepted": True, "reason": "ok", "quality": 0.03}
+    apply_floor(good_sun, cal["floors"]["sun"])
+    assert (low_sky["accepted"], low_sky["reason"]) == (False, "low-quality") and good_sun["accepted"]
 
 
 def test_region_level_trims_useless_part():

@@ -16,7 +16,7 @@ def test_run_all_chains_the_pipeline_with_only_flags_the_cli_accepts():
         assert s.argv[s.argv.index("--manifest") + 1] == "data/manifest.csv"
     b2 = steps[4].argv
     assert b2[b2.index("--pseudomasks") + 1] == "runs/pseudomasks_v2"
-    assert "--init-from" not in b2  # its default: the pseudo-masks' Stage A checkpoint
+    assert b2[b2.index("--init-from") + 1] == "runs/seg_s1/checkpoints/last.pt"  # self-training
     p2 = steps[3].argv
     assert p2[p2.index("--segmenter-ckpt") + 1] == "runs/seg_s1/checkpoints/last.pt"
     stage_b = steps[2].argv

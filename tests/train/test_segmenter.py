@@ -107,3 +107,11 @@ def test_train_checkpoint_resume(tiny_data, tmp_path):
     assert [x["epoch"] for x in lines if "epoch_loss" in x] == [0, 1]
     with pytest.raises(GaudiError):
         load_segmenter(ckpt)  # an align checkpoint is not a segmenter
+    # round 2: --init-from a segmenter checkpoint goes on training it (its weights, not a fresh decoder)
+    first = load_segmenter(out / "checkpoints" / "last.pt").model.state_dict()
+    s3 = train_segmenter(info["manifest"], info["tag_descriptions"], None, tmp_path / "seg2", 1,
+                         init_from=out / "checkpoints" / "last.pt", gt_masks=root / "data" / "gt", batch_size=4,
+                         device="cpu", lr=1e-9)
+    cont = load_segmenter(tmp_path / "seg2" / "checkpoints" / "last.pt").model.state_dict()
+    assert s3["steps"] == 3
+    assert torch.allclose(cont["head.weight"], first["head.weight"], atol=1e-5)
