@@ -8,6 +8,12 @@ bias, trained with a sigmoid (BCE) loss over the whole step vocabulary (positive
 tags). Background embeddings learn to be high where no present tag's pixel logit is: a per-pixel
 BCE towards 1 - max_k∈present σ(pixel logit_k) (targets detached), which the pseudo-labeller uses
 as the "background" competitor in its softmax.
+
+Pixel competition (`excl_weight`): a softmax over the step's tags + background at every pixel,
+pooled per tag over its top 2% pixels (`excl_pool`), BCE against the image's tags: a present tag
+must clearly win some pixels, an absent one none. Mean pooling here (each present tag must win
+*area*) made small things claim their surroundings; top-2% pooling raised the demo-size segmenter
+from 0.37 to 0.45 mIoU (top 5%: 0.42; BENCHMARKS.md).
 """
 from __future__ import annotations
 
@@ -31,7 +37,7 @@ log = logging.getLogger(__name__)
 
 DEFAULTS = {  # tuned so ~500 SynthBooru images train in a few minutes on 2 CPU cores
     "epochs": 8, "batch_size": 32, "lr": 2e-3, "image_size": None, "bg_weight": 0.5,
-    "max_tags_per_step": 256, "trunk_lr_scale": 0.3, "rank_weight": 0.5, "excl_weight": 1.0, "excl_pool": "mean", "mosaic_p": 0.0,
+    "max_tags_per_step": 256, "trunk_lr_scale": 0.3, "rank_weight": 0.5, "excl_weight": 1.0, "excl_pool": "topk:0.02", "mosaic_p": 0.0,
     "align_cfg": {},  # AlignModel settings (pooling, dense levels, backgrounds)
 }
 
