@@ -181,8 +181,9 @@ class PseudoLabeler:
             masks[tag], smooth[tag], thresholds[tag] = m, s, t
             view_masks[tag] = views[:, k] >= t
         if self.cfg.exclusive > 0:  # CLIP-ES's argmax: a pixel a tag's competitors explain better
-            # (on the softmax's own scale, before max-normalisation) is not the tag's; this stops
-            # a small thing's halo from taking the sky around it
+            # (on the softmax's own scale, before max-normalisation) is not the tag's. Off by
+            # default: at 1.0 it trims a small thing's halo (sun, tree) but `beach` loses every
+            # pixel to `ocean` (BENCHMARKS.md)
             comp = competitor_matrix(tags, self.cfg.cam.mode, self.nests).numpy()
             raw = np.stack([smooth[t] * peaks[k] for k, t in enumerate(tags)])
             for k, tag in enumerate(tags):
