@@ -71,6 +71,8 @@ def cmd_pseudolabels(args) -> int:
     seg = _required_file(_in_path(ws, args.segmenter_ckpt), "--segmenter-ckpt") if args.segmenter_ckpt else None
     out = _out_path(ws, args.out)
     shard = parse_shard(args.shard)
+    if not 0.0 <= args.reject_quantile < 1.0:
+        raise GaudiError(f"--reject-quantile must be in [0, 1), got {args.reject_quantile}")
     if args.workers and args.workers > 1:
         # each worker is a sub-shard of this shard: contiguous chunks nest exactly
         i, n = shard
