@@ -20,6 +20,22 @@ from ..errors import GaudiError
 from .text import build_tokenizer, description_texts
 
 
+def spatial_pool(maps: torch.Tensor, how: str) -> torch.Tensor:
+    """[B,K,h,w] -> [B,K]: "mean"; "lse:R" (LogSumExp at sharpness R, minus log N, over R: between
+    mean and max); "topk:F" (mean of the top fraction F of pixels)."""
+    flat = maps.flatten(2)
+    kind, _, arg = how.partition(":")
+    if kind == "mean":
+        return flat.mean(-1)
+    if kind == "lse":
+        r = float(arg or 10)
+        return (torch.logsumexp(r * flat, -1) - math.log(flat.shape[-1])) / r
+    if kind == "topk":
+        k = max(1, int(round(flat.shape[-1] * float(arg or 0.05))))
+        return flat.topk(k, -1).values.mean(-1)
+    raise GaudiError(f"unknown spatial pooling {how!r} (mean, lse:R or topk:F)")
+
+
 class _FPNLite(nn.Module):
     """Lateral 1×1 projections of a few trunk levels, summed at the finest one, then a 3×3 mix."""
 
@@ -207,13 +223,8 @@ class AlignModel(nn.Module):
     def pool_logits(self, S: torch.Tensor, T: torch.Tensor | None = None) -> torch.Tensor:
         """[B,K]: LogSumExp (or top-k mean) pooling, then learnable scale + bias (SigLIP-style);
         with the tags' embeddings T [K,D] also each tag's text-predicted prior (as in training)."""
-        flat = S.flatten(2).float()
-        if self.align_cfg["pool"] == "topk":
-            k = max(1, int(flat.shape[-1] * 0.1))
-            pooled = flat.topk(k, dim=-1).values.mean(-1)
-        else:
-            r = float(self.align_cfg["lse_r"])
-            pooled = (torch.logsumexp(r * flat, dim=-1) - math.log(flat.shape[-1])) / r
+        how = "topk:0.1" if self.align_cfg["pool"] == "topk" else f"lse:{float(self.align_cfg['lse_r'])}"
+        pooled = spatial_pool(S.float(), how)
         logits = self.logit_scale.exp() * pooled + self.logit_bias
         if T is not None:
             logits = logits + self.tag_prior(T).to(logits.dtype)

@@ -18,7 +18,6 @@ from 0.37 to 0.45 mIoU (top 5%: 0.42; BENCHMARKS.md).
 from __future__ import annotations
 
 import logging
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import torch
 import torch.nn.functional as Fn
 
 from ..errors import GaudiError
+from ..models.align import spatial_pool
 from ..models.registry import DEFAULT_MODEL, create_align_model
 from ..models.text import description_texts
 from .data import TagImageDataset, build_vocab, load_tag_descriptions, read_manifest, warn_missing_descriptions
@@ -97,9 +97,9 @@ def make_align_loss(tokens: torch.Tensor, owner: torch.Tensor, n_vocab: int, bg_
             loss = loss + bg_weight * bg
             metrics["bg"] = float(bg.detach())
         if excl_weight > 0:  # pixels compete: a softmax over the tags + background at each pixel,
-            # mean-pooled: present tags must win area, absent ones none -> maps that partition the image
+            # pooled by `excl_pool`: present tags must win some pixels, absent ones none
             z = torch.cat([model.pixel_logits(S, T), model.pixel_logits(model.background_similarity(F))], 1)
-            q = pool_area(torch.softmax(z.float(), 1)[:, :-1], excl_pool).clamp(1e-5, 1 - 1e-5)
+            q = spatial_pool(torch.softmax(z.float(), 1)[:, :-1], excl_pool).clamp(1e-5, 1 - 1e-5)
             excl = -(yk * q.log() + (1 - yk) * (1 - q).log()).mean()
             loss = loss + excl_weight * excl
             metrics["excl"] = float(excl.detach())
@@ -110,22 +110,6 @@ def make_align_loss(tokens: torch.Tensor, owner: torch.Tensor, n_vocab: int, bg_
         return loss, metrics
 
     return loss_fn
-
-
-def pool_area(p: torch.Tensor, how: str) -> torch.Tensor:
-    """[B,K,h,w] pixel probabilities -> [B,K]. "mean" asks a present tag for area (small things
-    then claim their surroundings); "lse:R" / "topk:F" ask only for some pixels it clearly wins."""
-    flat = p.flatten(2)
-    kind, _, arg = how.partition(":")
-    if kind == "mean":
-        return flat.mean(-1)
-    if kind == "lse":
-        r = float(arg or 10)
-        return (torch.logsumexp(r * flat, -1) - math.log(flat.shape[-1])) / r
-    if kind == "topk":
-        k = max(1, int(round(flat.shape[-1] * float(arg or 0.05))))
-        return flat.topk(k, -1).values.mean(-1)
-    raise GaudiError(f"unknown area pooling {how!r} (mean, lse:R or topk:F)")
 
 
 def align_payload(model, vocab: list[str], descriptions: dict[str, list[str]]) -> dict[str, Any]:
