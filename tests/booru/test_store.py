@@ -52,14 +52,23 @@ def test_tags_and_wiki_upserts(catalogue):
     assert read_sync_state(catalogue, "nothing") is None
 
 
-def test_v1_catalogue_migrates_keeping_post_tags(tmp_path):
-    path = tmp_path / "old.duckdb"
+def _old_catalogue(path, version: int, post_tags: str) -> None:
+    """A catalogue as schema `version` left it: two posts and the given post_tags rows (v2 had
+    post_tags without its primary key)."""
     con = duckdb.connect(str(path))
     con.execute(_schema_sql())
-    con.execute("INSERT INTO schema_meta VALUES ('schema_version', '1')")
+    if version == 2:
+        con.execute("CREATE TABLE pt AS SELECT * FROM post_tags; DROP TABLE post_tags; "
+                    "ALTER TABLE pt RENAME TO post_tags")
+    con.execute(f"INSERT INTO schema_meta VALUES ('schema_version', '{version}')")
     con.execute("INSERT INTO posts (id, md5) VALUES (1, 'x'), (2, 'y')")
-    con.execute("INSERT INTO post_tags VALUES (1, 'a'), (1, 'b'), (2, 'a')")
+    con.execute(f"INSERT INTO post_tags VALUES {post_tags}")
     con.close()
+
+
+def test_v1_catalogue_migrates_keeping_post_tags(tmp_path):
+    path = tmp_path / "old.duckdb"
+    _old_catalogue(path, 1, "(1, 'a'), (1, 'b'), (2, 'a')")
     cat = open_catalogue(path)
     try:
         assert cat.schema_version() == SCHEMA_VERSION >= 2
@@ -119,14 +128,7 @@ def test_tag_index_stays_exact_through_new_and_changed_posts(catalogue, monkeypa
 
 def test_v2_catalogue_gains_general_tags(tmp_path):  # migrations 3 and 4
     path = tmp_path / "v2.duckdb"
-    con = duckdb.connect(str(path))
-    con.execute(_schema_sql())
-    con.execute("CREATE TABLE pt AS SELECT * FROM post_tags; DROP TABLE post_tags; "
-                "ALTER TABLE pt RENAME TO post_tags")
-    con.execute("INSERT INTO schema_meta VALUES ('schema_version', '2')")
-    con.execute("INSERT INTO posts (id, md5) VALUES (1, 'x'), (2, 'y')")
-    con.execute("INSERT INTO post_tags VALUES (1, 'b'), (1, 'a'), (2, 'a')")
-    con.close()
+    _old_catalogue(path, 2, "(1, 'b'), (1, 'a'), (2, 'a')")
     cat = open_catalogue(path)
     try:
         assert cat.fetchall("SELECT id, general_tags FROM posts ORDER BY id") == [(1, "a b"), (2, "a")]
@@ -138,12 +140,7 @@ def test_old_catalogue_read_only_still_lists_tags(tmp_path):
     from gaudi_engine.catalogue.queries import latest_posts
 
     path = tmp_path / "v1.duckdb"
-    con = duckdb.connect(str(path))
-    con.execute(_schema_sql())
-    con.execute("INSERT INTO schema_meta VALUES ('schema_version', '1')")
-    con.execute("INSERT INTO posts (id, md5) VALUES (1, 'x'), (2, 'y')")
-    con.execute("INSERT INTO post_tags VALUES (1, 'b'), (1, 'a'), (2, 'a')")
-    con.close()
+    _old_catalogue(path, 1, "(1, 'b'), (1, 'a'), (2, 'a')")
     cat = open_catalogue(path, read_only=True)  # no migration: no posts.general_tags
     try:
         assert [(p["id"], p["tags"]) for p in latest_posts(cat, tag="a")] == [(2, ["a"]), (1, ["a", "b"])]
