@@ -202,7 +202,12 @@ class PseudoLabeler:
             outside = maps[k][~m].mean() if (~m).any() else 0.0
             r.update(score_map=maps[k], threshold=thresholds[tag], cam_score=float(inside),
                      margin=float(inside - outside), quality=quality_score(r))
-            if self.floors is not None:
+        return self.apply_floors(recs)
+
+    def apply_floors(self, recs: dict[str, dict]) -> dict[str, dict]:
+        """The relative validator policy's last step (a no-op until `calibrate` set the floors)."""
+        if self.floors is not None:
+            for tag, r in recs.items():
                 apply_floor(r, self.floors["floors"].get(tag, self.floors["default"]))
         return recs
 
@@ -339,11 +344,14 @@ def estimate_nests(labeler: PseudoLabeler, records: list[dict], cfg: PseudoConfi
     return decide_nests(stats, cfg.nest_keep, cfg.nest_max_share)
 
 
-def calibrate(labeler: PseudoLabeler, records: list[dict], cfg: PseudoConfig) -> dict:
+def calibrate(labeler: PseudoLabeler, records: list[dict], cfg: PseudoConfig,
+              keep: set[int] = frozenset()) -> tuple[dict, dict[int, dict]]:
     """Per-tag quality floors from the first `calib_sample` posts of the whole manifest (so every
-    shard uses the same ones): the relative validator policy's bottom-quantile cut."""
+    shard uses the same ones): the relative validator policy's bottom-quantile cut. Also returns
+    the labels (before the floors) of the sampled posts in `keep`, so the main pass reuses them."""
     labeler.floors = None
     qualities: dict[str, list[float]] = {}
+    kept: dict[int, dict] = {}
     for rec in sorted(records, key=lambda r: r["post_id"])[: cfg.validators.calib_sample]:
         tags = [t for t in dict.fromkeys(rec["tags"]) if t]
         try:
@@ -352,10 +360,13 @@ def calibrate(labeler: PseudoLabeler, records: list[dict], cfg: PseudoConfig) ->
             continue
         if not tags:
             continue
-        for tag, r in labeler.label_image(image, tags).items():
+        recs = labeler.label_image(image, tags)
+        if rec["post_id"] in keep:
+            kept[rec["post_id"]] = recs
+        for tag, r in recs.items():
             if r["accepted"]:  # passed the hard checks
                 qualities.setdefault(tag, []).append(float(r["quality"]))
-    return calibrate_floors(qualities, cfg.validators.reject_quantile)
+    return calibrate_floors(qualities, cfg.validators.reject_quantile), kept
 
 
 def run_pseudolabels(manifest, tag_desc, align_ckpt, out, segmenter_ckpt=None, shard: str | tuple | None = None,
@@ -390,24 +401,25 @@ def run_pseudolabels(manifest, tag_desc, align_ckpt, out, segmenter_ckpt=None, s
         nests = estimate_nests(labeler, records, cfg)
         atomic_write_text(nest_path, json.dumps({"pairs": sorted(nests)}, indent=1))
     labeler.nests = nests
+    mine = shard_records(records, shard_t)
+    if limit is not None:
+        mine = mine[:limit]
+    done = done_posts(out)
+    todo = [r for r in mine if r["post_id"] not in done]
+    calibrated: dict[int, dict] = {}  # this shard's posts labelled while calibrating
     v = cfg.validators
     if v.enabled and v.policy == "relative" and v.reject_quantile > 0:
         calib_path = out / "calibration.json"
         if calib_path.exists():
             floors = json.loads(calib_path.read_text())
         else:
-            floors = calibrate(labeler, records, cfg)
+            floors, calibrated = calibrate(labeler, records, cfg, keep={r["post_id"] for r in todo})
             atomic_write_text(calib_path, json.dumps(floors, indent=1))
         labeler.floors = floors
     # shards write it concurrently: each replaces it whole
     run_config = {"align_ckpt": str(align_ckpt), "segmenter_ckpt": str(segmenter_ckpt) if segmenter_ckpt else None,
                   "manifest": str(manifest), "round": round_, "pseudo": cfg.to_dict()}
     atomic_write_text(out / "config.json", json.dumps(run_config, indent=1, default=str))
-    mine = shard_records(records, shard_t)
-    if limit is not None:
-        mine = mine[:limit]
-    done = done_posts(out)
-    todo = [r for r in mine if r["post_id"] not in done]
     part = out / "parts" / f"shard-{shard_t[0]}-of-{shard_t[1]}.jsonl"
     n_masks = n_acc = skipped = 0
     with Progress("pseudolabels", total=len(todo), unit="post") as bar, open(part, "a", encoding="utf-8") as fh:
@@ -421,7 +433,11 @@ def run_pseudolabels(manifest, tag_desc, align_ckpt, out, segmenter_ckpt=None, s
                 skipped += 1
                 bar.update(1)
                 continue
-            rows = write_post(out, rec["post_id"], labeler.label_image(image, tags), image.size, round_) if tags else []
+            if rec["post_id"] in calibrated:
+                recs = labeler.apply_floors(calibrated.pop(rec["post_id"]))
+            else:
+                recs = labeler.label_image(image, tags) if tags else {}
+            rows = write_post(out, rec["post_id"], recs, image.size, round_) if tags else []
             fh.write(json.dumps({"post_id": rec["post_id"], "rows": [{k: _clean(v) for k, v in r.items()} for r in rows]}) + "\n")
             fh.flush()
             n_masks += len(rows)
