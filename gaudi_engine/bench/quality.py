@@ -85,7 +85,7 @@ def score_predictor(predictor, records: list[dict], gt_root, threshold: float = 
     return acc.summary()
 
 
-def run_quality_bench(work_dir, n_train: int = 600, n_test: int = 200, size=(128, 192), align_epochs: int = 12,
+def run_quality_bench(work_dir, n_train: int = 600, n_test: int = 200, size=(128, 192), align_epochs: int = 14,
                       seg_epochs: int = 10, model: str = "gaudi-lite0", image_size: int = 128, seed: int = 0,
                       ablations: bool = True, ablation_n: int | None = 150, device: str = "cpu", batch_size: int = 32,
                       align_ckpt=None, log=print) -> dict:

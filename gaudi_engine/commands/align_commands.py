@@ -86,7 +86,7 @@ def register(add_command) -> None:
     p.add_argument("--manifest", help="manifest CSV (post_id,image_path,tags,...)")
     p.add_argument("--tag-desc", help="tag descriptions JSON {tag: [description, ...]}")
     p.add_argument("--out", default="runs/align_s1", help="run folder (default: runs/align_s1)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs (default 8)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default 14)")
     p.add_argument("--batch-size", type=int, default=None, help="global batch size (default 32)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 2e-3)")
     p.add_argument("--model", default="gaudi-lite0",

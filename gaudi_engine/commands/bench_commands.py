@@ -79,7 +79,7 @@ def register(add_command) -> None:
     q.add_argument("--size", type=int, nargs=2, default=[128, 192], metavar=("MIN", "MAX"))
     q.add_argument("--model", default="gaudi-lite0")
     q.add_argument("--image-size", type=int, default=128)
-    q.add_argument("--align-epochs", type=int, default=12, help="Stage A epochs")
+    q.add_argument("--align-epochs", type=int, default=14, help="Stage A epochs")
     q.add_argument("--seg-epochs", type=int, default=10, help="Stage B epochs (the oracle gets the same)")
     q.add_argument("--batch-size", type=int, default=32)
     q.add_argument("--device", default="cpu")

@@ -214,7 +214,9 @@ def register(add_command) -> None:
     p.add_argument("--pseudomasks", help="a pseudolabels output folder")
     p.add_argument("--gt-masks", help="oracle: GT/NAME/<tag>.png masks instead of pseudo-masks")
     p.add_argument("--out", required=True, help="run folder, e.g. runs/seg_s1")
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs (default 10; 5 when --init-from is a segmenter checkpoint, i.e. round 2 "
+                        "going on training round 1)")
     p.add_argument("--init-from", help="checkpoint to start from: Stage A align (fresh decoder; default: the "
                    "pseudomasks' one) or a segmenter (go on training it: round 2 self-training)")
     p.add_argument("--batch-size", type=int, default=16)

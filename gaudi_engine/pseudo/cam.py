@@ -141,6 +141,16 @@ def decide_nests(evidence: dict[tuple[str, str], list[tuple[float, float]]], min
     return out
 
 
+def nest_candidates(tag_lists: list[list[str]], min_cooc: float = 0.9) -> set[tuple[str, str]]:
+    """(child, parent) pairs worth the causal nesting test: the child almost never appears without
+    the parent, but the parent often appears without the child. Tags that imply each other
+    (`ocean` and `beach` in SynthBooru) are a scene type, not a part and its whole: on one
+    Stage A run the insertion test nested `ocean` in `beach` and `ocean` stopped competing
+    with `beach` (both masks got worse), so mutual pairs are never candidates."""
+    co = cooccurrence(tag_lists)
+    return {(c, p) for (c, p), v in co.items() if v >= min_cooc and co.get((p, c), 0.0) < min_cooc}
+
+
 def cooccurrence(tag_lists: list[list[str]], min_count: int = 3) -> dict[tuple[str, str], float]:
     """P(parent | child) for every ordered pair of tags seen together."""
     from collections import Counter

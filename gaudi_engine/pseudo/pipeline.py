@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from ..errors import GaudiError
 from ..progress import Progress
 from . import affinity as aff
-from .cam import CamConfig, competitor_matrix, cooccurrence, decide_nests, load_rgb, prepare_image, \
+from .cam import CamConfig, competitor_matrix, decide_nests, load_rgb, nest_candidates, prepare_image, \
     tag_probabilities, text_cam
 from .regions import regions_mask, superpixels
 from .validators import ValidatorConfig, apply_floor, calibrate_floors, quality_score, validate_image
@@ -307,8 +307,7 @@ def estimate_nests(labeler: PseudoLabeler, records: list[dict], cfg: PseudoConfi
 
     if cfg.cam.mode != "nesting":
         return set()
-    cooc = cooccurrence([r["tags"] for r in records])
-    candidates = {p for p, v in cooc.items() if v >= 0.9}
+    candidates = nest_candidates([r["tags"] for r in records])
     if not candidates:
         return set()
     model = labeler.model

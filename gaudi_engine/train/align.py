@@ -36,7 +36,7 @@ from .loop import TrainConfig, resolve_device, saved_config, train_loop
 log = logging.getLogger(__name__)
 
 DEFAULTS = {  # tuned so ~500 SynthBooru images train in a few minutes on 2 CPU cores
-    "epochs": 8, "batch_size": 32, "lr": 2e-3, "image_size": None, "bg_weight": 0.5,
+    "epochs": 14, "batch_size": 32, "lr": 2e-3, "image_size": None, "bg_weight": 0.5,
     "max_tags_per_step": 256, "trunk_lr_scale": 0.3, "rank_weight": 0.5, "excl_weight": 1.0, "excl_pool": "topk:0.02", "mosaic_p": 0.0,
     "align_cfg": {},  # AlignModel settings (pooling, dense levels, backgrounds)
 }

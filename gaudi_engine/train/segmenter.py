@@ -238,14 +238,17 @@ def train_segmenter(manifest, tag_desc, pseudomasks, out, epochs: int | None = N
         if not cfg_path.is_file():
             raise GaudiError("pass --init-from ALIGN_CKPT (the pseudo-mask run does not say which align model it used)")
         extra["init_from"] = json.loads(cfg_path.read_text())["align_ckpt"]
-    cfg = TrainConfig(out=str(out), epochs=epochs or DEFAULTS["epochs"], batch_size=batch_size or DEFAULTS["batch_size"],
+    # --init-from: Stage A's align checkpoint (a fresh decoder), or a segmenter checkpoint to go on
+    # training (round 2 self-training starts from round 1's segmenter, as in MaskCLIP+); going on
+    # needs fewer epochs: s2 at 5 epochs matched s2 at 10 (BENCHMARKS.md) in half the time
+    continuing = load_checkpoint(extra["init_from"]).get("kind") == "segmenter"
+    default_epochs = DEFAULTS["epochs"] // 2 if continuing else DEFAULTS["epochs"]
+    cfg = TrainConfig(out=str(out), epochs=epochs or default_epochs, batch_size=batch_size or DEFAULTS["batch_size"],
                       lr=lr or DEFAULTS["lr"], device=device, seed=seed, workers=workers, resume=resume,
                       log_every=log_every, max_steps=max_steps, stage="train-segmenter", extra=extra)
     records = read_manifest(extra["manifest"])
     torch.manual_seed(seed)
-    # --init-from: Stage A's align checkpoint (a fresh decoder), or a segmenter checkpoint to go on
-    # training (round 2 self-training starts from round 1's segmenter, as in MaskCLIP+)
-    if load_checkpoint(extra["init_from"]).get("kind") == "segmenter":
+    if continuing:
         bundle = load_segmenter(extra["init_from"], "cpu")
         model = bundle.model.train()
         align = model.align

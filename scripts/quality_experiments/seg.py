@@ -26,7 +26,7 @@ if not (O/'pseudo/index.parquet').exists():
     run_pseudolabels(S/'manifest.csv', S/'tag_descriptions.json', ck, O/'pseudo', config=cfg, segmenter_ckpt=segck)
 tp=time.time()-t; r=score_pseudomasks(O/'pseudo', read_manifest(S/'manifest.csv'), S/'gt'); t=time.time()
 shutil.rmtree(O/'seg',ignore_errors=True)
-sm=train_segmenter(S/'manifest.csv', S/'tag_descriptions.json', O/'pseudo', O/'seg', None, init_from=init or ck, device='cpu', log_every=1000, **seg_kw)
+sm=train_segmenter(S/'manifest.csv', S/'tag_descriptions.json', O/'pseudo', O/'seg', seg_kw.pop('epochs', None), init_from=init or ck, device='cpu', log_every=1000, **seg_kw)
 ts=time.time()-t
 q=score_predictor(Predictor(ck, O/'seg/checkpoints/last.pt'), test, TE/'gt')
 res={'name':name,'p_acc':round(r['miou_accepted'],3),'p_all':round(r['miou_all'],3),'n_acc':r['n_accepted'],'seg':round(q['miou'],3),'tp':round(tp),'ts':round(ts)}

@@ -7,7 +7,8 @@ import torch
 from gaudi_engine.errors import GaudiError
 from gaudi_engine.metrics import IoUAccumulator, mask_iou
 from gaudi_engine.pseudo import affinity, regions
-from gaudi_engine.pseudo.cam import competitive_softmax, competitor_matrix, cooccurrence, decide_nests
+from gaudi_engine.pseudo.cam import competitive_softmax, competitor_matrix, cooccurrence, decide_nests, \
+    nest_candidates
 from gaudi_engine.pseudo.index import PseudoMaskIndex
 from gaudi_engine.pseudo.pipeline import INDEX_COLUMNS, parse_shard, shard_records, tag_filename
 from gaudi_engine.pseudo.validators import ValidatorConfig, apply_floor, calibrate_floors, mean_pairwise_iou, validate_image
@@ -45,6 +46,8 @@ def test_cooccurrence_and_nesting_decision():
     lists = [["1girl", "dress"]] * 5 + [["1girl"]] * 5 + [["ocean", "beach"]] * 5
     co = cooccurrence(lists)
     assert co[("dress", "1girl")] == 1.0 and co[("1girl", "dress")] == 0.5
+    # ocean and beach imply each other: a scene type, never tested as part and whole
+    assert nest_candidates(lists) == {("dress", "1girl")}
     # (keep, share) per image, as measured on SynthBooru: a dress alone still says 1girl; a tree
     # alone does not say grass; a background keeps the girl's silhouette but is the larger part
     ev = {("dress", "1girl"): [(0.7, 0.2), (0.56, 0.2)], ("tree", "grass"): [(0.09, 0.23)] * 3,
