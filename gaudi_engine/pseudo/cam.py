@@ -33,6 +33,8 @@ class CamOutput:
     feats: torch.Tensor  # [D, gh, gw] base-scale dense features at the same grid
     views: torch.Tensor  # [V, K, gh, gw] the per-view maps (for the consistency validator)
     tags: list[str] = field(default_factory=list)
+    zoom: torch.Tensor | None = None  # [K] each tag's zoom factor
+    zoom_feats: dict | None = None  # zoom -> [D, gh, gw] that zoom's features on the same grid
 
 
 def model_scale(model, temperature: float | None) -> float:
@@ -91,33 +93,45 @@ def _sims(model, x: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, tor
 
 @torch.no_grad()
 def text_cam(model, x: torch.Tensor, text: torch.Tensor, tags: list[str], cfg: CamConfig,
-             nests: set[tuple[str, str]] | None = None) -> CamOutput:
-    """Maps for one preprocessed image x [3,S,S] and its tags' embeddings text [K,D]."""
+             nests: set[tuple[str, str]] | None = None, zoom: list[float] | None = None) -> CamOutput:
+    """Maps for one preprocessed image x [3,S,S] and its tags' embeddings text [K,D].
+
+    `zoom` (one factor per tag, default 1): tag k's maps come from the image enlarged by zoom[k]
+    (times each of cfg.scales), so a small thing can be looked at closer than the stuff around it;
+    every distinct factor costs its own passes, and the competition at each pass is among all tags."""
     comp = competitor_matrix(tags, cfg.mode, nests or set())
     scale = model_scale(model, cfg.temperature)
     size = x.shape[-1]
-    base_feats, grid = None, None
-    views = []
-    for s in cfg.scales:
-        xs = x.unsqueeze(0)
-        if s != 1.0:
-            side = max(32, int(round(size * s / 32)) * 32)
-            xs = F.interpolate(xs, size=(side, side), mode="bilinear", align_corners=False)
-        batch = torch.cat([xs, xs.flip(-1)]) if cfg.flip else xs
-        feats, sim, bg = _sims(model, batch, text)
-        probs = competitive_softmax(sim, bg, comp, scale)
-        if cfg.flip:
-            probs = torch.stack([probs[0], probs[1].flip(-1)])
-        if grid is None:
-            h, w = feats.shape[-2:]
-            grid = (h * cfg.grid_mult, w * cfg.grid_mult)
-            base_feats = F.interpolate(feats[:1].float(), size=grid, mode="bilinear",
-                                       align_corners=False)[0]
-        probs = F.interpolate(probs.float(), size=grid, mode="bilinear", align_corners=False)
-        views.append(probs)
-    views_t = torch.cat(views)
-    return CamOutput(probs=views_t.mean(0), feats=F.normalize(base_feats, dim=0), views=views_t,
-                     tags=list(tags))
+    zoom_t = torch.tensor(zoom if zoom is not None else [1.0] * len(tags), dtype=torch.float32)
+    grid = None
+    per_zoom: dict[float, torch.Tensor] = {}
+    zoom_feats: dict[float, torch.Tensor] = {}
+    for z in sorted(set(zoom_t.tolist()), reverse=True):  # the grid (and features) of the largest
+        views = []
+        for s in cfg.scales:
+            xs = x.unsqueeze(0)
+            if s * z != 1.0:
+                side = max(32, int(round(size * s * z / 32)) * 32)
+                xs = F.interpolate(xs, size=(side, side), mode="bilinear", align_corners=False)
+            batch = torch.cat([xs, xs.flip(-1)]) if cfg.flip else xs
+            feats, sim, bg = _sims(model, batch, text)
+            probs = competitive_softmax(sim, bg, comp, scale)
+            if cfg.flip:
+                probs = torch.stack([probs[0], probs[1].flip(-1)])
+            if grid is None:
+                h, w = feats.shape[-2:]
+                grid = (h * cfg.grid_mult, w * cfg.grid_mult)
+            if z not in zoom_feats:
+                zoom_feats[z] = F.normalize(F.interpolate(feats[:1].float(), size=grid, mode="bilinear",
+                                                          align_corners=False)[0], dim=0)
+            views.append(F.interpolate(probs.float(), size=grid, mode="bilinear", align_corners=False))
+        per_zoom[z] = torch.cat(views)
+    views_t = next(iter(per_zoom.values())).clone()
+    for z, v in per_zoom.items():
+        views_t[:, zoom_t == z] = v[:, zoom_t == z]
+    base = 1.0 if 1.0 in zoom_feats else next(iter(zoom_feats))
+    return CamOutput(probs=views_t.mean(0), feats=zoom_feats[base], views=views_t, tags=list(tags),
+                     zoom=zoom_t, zoom_feats=zoom_feats)
 
 
 @torch.no_grad()
