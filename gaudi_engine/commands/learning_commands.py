@@ -73,6 +73,8 @@ def cmd_pseudolabels(args) -> int:
     shard = parse_shard(args.shard)
     if not 0.0 <= args.reject_quantile < 1.0:
         raise GaudiError(f"--reject-quantile must be in [0, 1), got {args.reject_quantile}")
+    if args.fine_zoom < 1.0:
+        raise GaudiError(f"--fine-zoom must be >= 1 (1 = every tag at the base scale), got {args.fine_zoom}")
     if args.workers and args.workers > 1:
         # each worker is a sub-shard of this shard: contiguous chunks nest exactly
         i, n = shard
@@ -84,6 +86,7 @@ def cmd_pseudolabels(args) -> int:
         base += ["--no-affinity"] if args.no_affinity else []
         base += ["--no-validators"] if args.no_validators else []
         base += ["--validator-policy", args.validator_policy, "--reject-quantile", str(args.reject_quantile)]
+        base += ["--fine-zoom", str(args.fine_zoom)]
         base += ["--progress-jsonl", args.progress_jsonl] if getattr(args, "progress_jsonl", None) else []
         procs = []
         for j in range(args.workers):
@@ -98,7 +101,8 @@ def cmd_pseudolabels(args) -> int:
         return 0
     cfg = PseudoConfig(cam=CamConfig(mode=args.cam_mode), validators=ValidatorConfig(
         enabled=not args.no_validators, policy=args.validator_policy, reject_quantile=args.reject_quantile),
-                       affinity=not args.no_affinity, regions=None if args.regions == "none" else args.regions)
+                       affinity=not args.no_affinity, regions=None if args.regions == "none" else args.regions,
+                       fine_zoom=args.fine_zoom)
     summary = run_pseudolabels(manifest, tag_desc, align, out, segmenter_ckpt=seg, shard=shard,
                                device=_device(args.device), config=cfg, limit=args.limit)
     print(f"pseudolabels: {summary['processed']} posts labelled, {summary['skipped_done']} already done, "
@@ -201,6 +205,10 @@ def register(add_command) -> None:
                         "quality, calibrated on the first posts; absolute: a fixed threshold per check")
     p.add_argument("--reject-quantile", type=float, default=0.1,
                    help="relative policy: share of each tag's masks to reject (default 0.1)")
+    p.add_argument("--fine-zoom", type=float, default=2.0,
+                   help="small things (median mask under 12%% of the image on the first posts) are "
+                        "mapped on the image enlarged this much; 1 = every tag at the base scale "
+                        "(default 2)")
     p.add_argument("--limit", type=int, help="at most this many posts (of this shard)")
 
     p = add_command(

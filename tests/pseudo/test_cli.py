@@ -45,6 +45,8 @@ def test_bad_checkpoints_and_manifest(setup, run_gaudi, tmp_path):
     _one_line_error(rc, err, "corrupt")
     rc, _, err = run_gaudi("--workspace", tmp_path, *base, "--align-ckpt", root / "align.pt", "--reject-quantile", "1.5")
     _one_line_error(rc, err, "--reject-quantile")
+    rc, _, err = run_gaudi("--workspace", tmp_path, *base, "--align-ckpt", root / "align.pt", "--fine-zoom", "0.5")
+    _one_line_error(rc, err, "--fine-zoom")
     empty = tmp_path / "empty.csv"
     empty.write_text("post_id,image_path,tags,md5,rating,width,height\n")
     rc, _, err = run_gaudi("--workspace", tmp_path, "pseudolabels", "--manifest", empty, "--align-ckpt",

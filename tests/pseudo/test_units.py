@@ -175,3 +175,54 @@ def test_index_queries(tmp_path):
         idx.query(score="nope")
     with pytest.raises(GaudiError):
         PseudoMaskIndex(tmp_path / "missing")
+
+
+def test_calibrate_zoom_enlarges_small_tags_only(tmp_path):
+    """SNIP-style zoom: a tag whose median base-scale mask is small is mapped on the enlarged image;
+    stuff keeps the base scale; a tag seen fewer than 3 times keeps it too."""
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from gaudi_engine.pseudo.pipeline import PseudoConfig, PseudoLabeler, calibrate_zoom
+
+    records = []
+    for i in range(5):
+        p = tmp_path / f"{i}.png"
+        Image.new("RGB", (40, 30), (90, 150, 230)).save(p)
+        records.append({"post_id": i, "image_path": p, "tags": ["sky", "sun"] + (["moon"] if i < 2 else [])})
+    sky, sun, moon = np.zeros((30, 40)), np.zeros((30, 40)), np.zeros((30, 40))
+    sky[:20] = 1.0  # 2/3 of the image
+    sun[2:6, 30:34] = 1.0  # 1.3 %
+    moon[2:6, 2:6] = 1.0
+    maps = {"sky": sky, "sun": sun, "moon": moon}
+    cfg = PseudoConfig(regions=None)
+    labeler = PseudoLabeler(None, {}, None, cfg)
+    labeler.score_maps = lambda image, tags: SimpleNamespace(maps=np.stack([maps[t] for t in tags]))
+    res = calibrate_zoom(labeler, records, cfg)
+    assert res["tags"] == {"sun": 2.0}
+    assert abs(res["median_area"]["sky"] - 2 / 3) < 1e-6 and res["median_area"]["sun"] < cfg.fine_area
+    assert calibrate_zoom(labeler, records, PseudoConfig(regions=None, fine_zoom=None))["tags"] == {}
+
+
+def test_text_cam_zoom_maps_a_tag_on_the_enlarged_image():
+    """Tag k with zoom 2 gets exactly the maps of the 2x image (competition among all tags there);
+    zoom 1 everywhere is the plain text-CAM."""
+    from gaudi_engine.models.registry import create_align_model
+    from gaudi_engine.pseudo.cam import CamConfig, text_cam
+
+    torch.manual_seed(0)
+    model = create_align_model("gaudi-tiny", pretrained="none", image_size=64).eval()
+    x = torch.randn(3, 64, 64)
+    text = torch.nn.functional.normalize(torch.randn(2, model.embed_dim), dim=-1)
+    cfg = CamConfig()
+    plain = text_cam(model, x, text, ["a", "b"], cfg)
+    same = text_cam(model, x, text, ["a", "b"], cfg, zoom=[1.0, 1.0])
+    assert torch.equal(plain.views, same.views) and torch.equal(plain.feats, same.feats)
+    mixed = text_cam(model, x, text, ["a", "b"], cfg, zoom=[1.0, 2.0])
+    big = torch.nn.functional.interpolate(x[None], size=(128, 128), mode="bilinear", align_corners=False)[0]
+    enlarged = text_cam(model, big, text, ["a", "b"], cfg)
+    assert mixed.views.shape == enlarged.views.shape  # the grid of the largest zoom
+    assert torch.allclose(mixed.views[:, 1], enlarged.views[:, 1], atol=1e-6)
+    assert not torch.allclose(mixed.views[:, 0], enlarged.views[:, 0], atol=1e-3)
+    assert set(mixed.zoom_feats) == {1.0, 2.0} and torch.equal(mixed.feats, mixed.zoom_feats[1.0])
