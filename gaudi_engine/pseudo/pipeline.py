@@ -355,6 +355,19 @@ def estimate_nests(labeler: PseudoLabeler, records: list[dict], cfg: PseudoConfi
     return decide_nests(stats, cfg.nest_keep, cfg.nest_max_share)
 
 
+def calibration_posts(records: list[dict], cfg: PseudoConfig):
+    """(record, image, tags) of the first `calib_sample` posts of the whole manifest (by post_id, so
+    every shard calibrates on the same ones) that load and carry tags."""
+    for rec in sorted(records, key=lambda r: r["post_id"])[: cfg.validators.calib_sample]:
+        tags = [t for t in dict.fromkeys(rec["tags"]) if t]
+        try:
+            image = load_rgb(rec["image_path"])
+        except ValueError:
+            continue
+        if tags:
+            yield rec, image, tags
+
+
 def calibrate_zoom(labeler: PseudoLabeler, records: list[dict], cfg: PseudoConfig) -> dict:
     """Which tags are mapped on the enlarged image (SNIP-style: each object size has the scale that
     suits it). A 128 px CAM blurs a small thing into a halo over its surroundings (a tree takes the
@@ -366,14 +379,7 @@ def calibrate_zoom(labeler: PseudoLabeler, records: list[dict], cfg: PseudoConfi
         return {"tags": {}, "median_area": {}}
     saved, labeler.zoom = labeler.zoom, {}
     areas: dict[str, list[float]] = {}
-    for rec in sorted(records, key=lambda r: r["post_id"])[: cfg.validators.calib_sample]:
-        tags = [t for t in dict.fromkeys(rec["tags"]) if t]
-        try:
-            image = load_rgb(rec["image_path"])
-        except ValueError:
-            continue
-        if not tags:
-            continue
+    for _, image, tags in calibration_posts(records, cfg):
         for tag, (m, _, _) in zip(tags, labeler.region_masks(image, labeler.score_maps(image, tags).maps)):
             areas.setdefault(tag, []).append(float(m.mean()))
     labeler.zoom = saved
@@ -391,14 +397,7 @@ def calibrate(labeler: PseudoLabeler, records: list[dict], cfg: PseudoConfig,
     labeler.floors = None
     qualities: dict[str, list[float]] = {}
     kept: dict[int, dict] = {}
-    for rec in sorted(records, key=lambda r: r["post_id"])[: cfg.validators.calib_sample]:
-        tags = [t for t in dict.fromkeys(rec["tags"]) if t]
-        try:
-            image = load_rgb(rec["image_path"])
-        except ValueError:
-            continue
-        if not tags:
-            continue
+    for rec, image, tags in calibration_posts(records, cfg):
         recs = labeler.label_image(image, tags)
         if rec["post_id"] in keep:
             kept[rec["post_id"]] = recs
