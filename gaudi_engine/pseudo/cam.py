@@ -30,7 +30,7 @@ class CamConfig:
 @dataclass
 class CamOutput:
     probs: torch.Tensor  # [K, gh, gw] competition-normalised maps, grid resolution
-    feats: torch.Tensor  # [D, gh, gw] base-scale dense features at the same grid
+    feats: torch.Tensor  # [D, gh, gw] dense features of the unzoomed image, on the same grid
     views: torch.Tensor  # [V, K, gh, gw] the per-view maps (for the consistency validator)
     tags: list[str] = field(default_factory=list)
     zoom: torch.Tensor | None = None  # [K] each tag's zoom factor

@@ -240,7 +240,8 @@ def train_segmenter(manifest, tag_desc, pseudomasks, out, epochs: int | None = N
         extra["init_from"] = json.loads(cfg_path.read_text())["align_ckpt"]
     # --init-from: Stage A's align checkpoint (a fresh decoder), or a segmenter checkpoint to go on
     # training (round 2 self-training starts from round 1's segmenter, as in MaskCLIP+); going on
-    # needs fewer epochs: s2 at 5 epochs matched s2 at 10 (BENCHMARKS.md) in half the time
+    # needs fewer epochs: on the demo workspace s2 ties s1 at 5 epochs as it did at 10, in half
+    # the time the 15-minute budget needs (BENCHMARKS.md, session 3)
     continuing = load_checkpoint(extra["init_from"]).get("kind") == "segmenter"
     default_epochs = DEFAULTS["epochs"] // 2 if continuing else DEFAULTS["epochs"]
     cfg = TrainConfig(out=str(out), epochs=epochs or default_epochs, batch_size=batch_size or DEFAULTS["batch_size"],
