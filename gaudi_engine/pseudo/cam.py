@@ -30,11 +30,15 @@ class CamConfig:
 @dataclass
 class CamOutput:
     probs: torch.Tensor  # [K, gh, gw] competition-normalised maps, grid resolution
-    feats: torch.Tensor  # [D, gh, gw] dense features of the unzoomed image, on the same grid
     views: torch.Tensor  # [V, K, gh, gw] the per-view maps (for the consistency validator)
+    zoom: torch.Tensor  # [K] each tag's zoom factor
+    zoom_feats: dict  # zoom -> [D, gh, gw] L2-normalised dense features of that zoom, same grid
     tags: list[str] = field(default_factory=list)
-    zoom: torch.Tensor | None = None  # [K] each tag's zoom factor
-    zoom_feats: dict | None = None  # zoom -> [D, gh, gw] that zoom's features on the same grid
+
+    @property
+    def feats(self) -> torch.Tensor:
+        """[D, gh, gw] the features of the unzoomed image (of the only zoom when none is 1)."""
+        return self.zoom_feats.get(1.0, next(iter(self.zoom_feats.values())))
 
 
 def model_scale(model, temperature: float | None) -> float:
@@ -129,9 +133,8 @@ def text_cam(model, x: torch.Tensor, text: torch.Tensor, tags: list[str], cfg: C
     views_t = next(iter(per_zoom.values())).clone()
     for z, v in per_zoom.items():
         views_t[:, zoom_t == z] = v[:, zoom_t == z]
-    base = 1.0 if 1.0 in zoom_feats else next(iter(zoom_feats))
-    return CamOutput(probs=views_t.mean(0), feats=zoom_feats[base], views=views_t, tags=list(tags),
-                     zoom=zoom_t, zoom_feats=zoom_feats)
+    return CamOutput(probs=views_t.mean(0), views=views_t, zoom=zoom_t, zoom_feats=zoom_feats,
+                     tags=list(tags))
 
 
 @torch.no_grad()

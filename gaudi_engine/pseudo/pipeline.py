@@ -407,6 +407,17 @@ def calibrate(labeler: PseudoLabeler, records: list[dict], cfg: PseudoConfig,
     return calibrate_floors(qualities, cfg.validators.reject_quantile), kept
 
 
+def shared_json(path: Path, compute) -> dict:
+    """A run-level decision every shard and every rerun must share (nesting pairs, zoomed tags,
+    validator floors): read it when a shard or an earlier run already wrote it, else compute it
+    and write it atomically."""
+    if path.exists():
+        return json.loads(path.read_text())
+    value = compute()
+    atomic_write_text(path, json.dumps(value, indent=1))
+    return value
+
+
 def run_pseudolabels(manifest, tag_desc, align_ckpt, out, segmenter_ckpt=None, shard: str | tuple | None = None,
                      device: str = "cpu", config: PseudoConfig | None = None, limit: int | None = None) -> dict:
     """Pseudo-label every (post, tag) of the manifest (this shard's part). Returns a summary."""
@@ -432,19 +443,11 @@ def run_pseudolabels(manifest, tag_desc, align_ckpt, out, segmenter_ckpt=None, s
     out = Path(out)
     (out / "parts").mkdir(parents=True, exist_ok=True)
     labeler = PseudoLabeler(model, bundle.preprocess, texts, cfg, segmenter=segmenter, device=device)
-    nest_path = out / "nesting.json"
-    if nest_path.exists():  # resumed / other shards: reuse, so every shard uses the same pairs
-        nests = {tuple(p) for p in json.loads(nest_path.read_text())["pairs"]}
-    else:
-        nests = estimate_nests(labeler, records, cfg)
-        atomic_write_text(nest_path, json.dumps({"pairs": sorted(nests)}, indent=1))
+    nesting = shared_json(out / "nesting.json",
+                          lambda: {"pairs": sorted(estimate_nests(labeler, records, cfg))})
+    nests = {tuple(p) for p in nesting["pairs"]}
     labeler.nests = nests
-    zoom_path = out / "zoom.json"
-    if zoom_path.exists():
-        zoom = json.loads(zoom_path.read_text())
-    else:
-        zoom = calibrate_zoom(labeler, records, cfg)
-        atomic_write_text(zoom_path, json.dumps(zoom, indent=1))
+    zoom = shared_json(out / "zoom.json", lambda: calibrate_zoom(labeler, records, cfg))
     labeler.zoom = {t: float(z) for t, z in zoom["tags"].items()}
     mine = shard_records(records, shard_t)
     if limit is not None:
@@ -454,13 +457,12 @@ def run_pseudolabels(manifest, tag_desc, align_ckpt, out, segmenter_ckpt=None, s
     calibrated: dict[int, dict] = {}  # this shard's posts labelled while calibrating
     v = cfg.validators
     if v.enabled and v.policy == "relative" and v.reject_quantile > 0:
-        calib_path = out / "calibration.json"
-        if calib_path.exists():
-            floors = json.loads(calib_path.read_text())
-        else:
-            floors, calibrated = calibrate(labeler, records, cfg, keep={r["post_id"] for r in todo})
-            atomic_write_text(calib_path, json.dumps(floors, indent=1))
-        labeler.floors = floors
+        def floors() -> dict:
+            found, kept = calibrate(labeler, records, cfg, keep={r["post_id"] for r in todo})
+            calibrated.update(kept)
+            return found
+
+        labeler.floors = shared_json(out / "calibration.json", floors)
     # shards write it concurrently: each replaces it whole
     run_config = {"align_ckpt": str(align_ckpt), "segmenter_ckpt": str(segmenter_ckpt) if segmenter_ckpt else None,
                   "manifest": str(manifest), "round": round_, "pseudo": cfg.to_dict()}
