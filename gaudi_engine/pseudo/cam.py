@@ -168,6 +168,12 @@ def nest_candidates(tag_lists: list[list[str]], min_cooc: float = 0.9) -> set[tu
     return {(c, p) for (c, p), v in co.items() if v >= min_cooc and co.get((p, c), 0.0) < min_cooc}
 
 
+def mutual_pairs(tag_lists: list[list[str]], min_cooc: float = 0.9) -> set[tuple[str, str]]:
+    """(a, b) with a < b: tags that imply each other (each co-occurs with the other >= min_cooc)."""
+    co = cooccurrence(tag_lists)
+    return {(a, b) for (a, b), v in co.items() if a < b and v >= min_cooc and co.get((b, a), 0.0) >= min_cooc}
+
+
 def cooccurrence(tag_lists: list[list[str]], min_count: int = 3) -> dict[tuple[str, str], float]:
     """P(parent | child) for every ordered pair of tags seen together."""
     from collections import Counter

@@ -8,9 +8,10 @@ from gaudi_engine.errors import GaudiError
 from gaudi_engine.metrics import IoUAccumulator, mask_iou
 from gaudi_engine.pseudo import affinity, regions
 from gaudi_engine.pseudo.cam import competitive_softmax, competitor_matrix, cooccurrence, decide_nests, \
-    nest_candidates
+    mutual_pairs, nest_candidates
 from gaudi_engine.pseudo.index import PseudoMaskIndex
-from gaudi_engine.pseudo.pipeline import INDEX_COLUMNS, parse_shard, shard_records, tag_filename
+from gaudi_engine.pseudo.pipeline import INDEX_COLUMNS, parse_shard, robust_peak, shard_records, split_mutual, \
+    tag_filename
 from gaudi_engine.pseudo.validators import ValidatorConfig, apply_floor, calibrate_floors, mean_pairwise_iou, validate_image
 
 
@@ -202,7 +203,38 @@ def test_calibrate_zoom_enlarges_small_tags_only(tmp_path):
     res = calibrate_zoom(labeler, records, cfg)
     assert res["tags"] == {"sun": 2.0}
     assert abs(res["median_area"]["sky"] - 2 / 3) < 1e-6 and res["median_area"]["sun"] < cfg.fine_area
-    assert calibrate_zoom(labeler, records, PseudoConfig(regions=None, fine_zoom=None))["tags"] == {}
+    no_zoom = calibrate_zoom(labeler, records, PseudoConfig(regions=None, fine_zoom=None))
+    assert no_zoom["tags"] == {} and no_zoom["median_area"] == res["median_area"]  # split_mutual needs them
+    assert calibrate_zoom(labeler, records, PseudoConfig(regions=None, fine_zoom=None, split_mutual=False)) == \
+        {"tags": {}, "median_area": {}}
+
+
+def test_mutual_pairs_are_tags_that_imply_each_other():
+    lists = [["ocean", "beach", "sky"]] * 9 + [["ocean", "sky"]] + [["sky", "grass"]] * 5
+    assert mutual_pairs(lists) == {("beach", "ocean")}  # 9/10 and 9/9; sky is everywhere, ocean not
+    assert mutual_pairs(lists, min_cooc=0.95) == set()
+
+
+def test_split_mutual_gives_each_shared_pixel_to_the_tag_it_is_typical_of():
+    """Stage A gives `ocean` both bands (water 0.5, sand 0.3) and `beach` only the sand (0.25, with
+    one hot speck at 0.9): on the raw scale ocean wins the sand, on the maxima the speck makes beach
+    look weak everywhere; against each tag's robust peak the sand is beach's and the water ocean's."""
+    h, w = 40, 40
+    water, sand = np.zeros((h, w), bool), np.zeros((h, w), bool)
+    water[:20], sand[20:] = True, True
+    ocean = np.where(water, 0.5, 0.3).astype(np.float32)
+    beach = np.where(water, 0.1, 0.25).astype(np.float32)
+    beach[30, 30] = 0.9  # a speck
+    both = np.ones((h, w), bool)
+    for area in (0.5, 0.3):
+        assert robust_peak(beach, area) == pytest.approx(0.25)
+    assert robust_peak(beach, None) == pytest.approx(0.9)
+    m_beach, m_ocean = split_mutual(both, both, beach, ocean, 0.3, 0.5)
+    assert (m_ocean == water).all() and (m_beach == sand).all()
+    assert not (m_ocean & m_beach).any()
+    # a tag keeps only what it had: the split never adds pixels
+    m_beach, m_ocean = split_mutual(sand & (np.arange(w) < 10), water, beach, ocean, 0.3, 0.5)
+    assert m_beach.sum() == 20 * 10 and (m_ocean == water).all()
 
 
 def test_text_cam_zoom_maps_a_tag_on_the_enlarged_image():
