@@ -406,7 +406,8 @@ def calibrate_zoom(labeler: PseudoLabeler, records: list[dict], cfg: PseudoConfi
     grass stripes around it), while stuff enlarged loses its context (`sky` moves onto the ocean):
     measured on SynthBooru, zoom 2 for every tag took trees 0.20 -> 0.70 and sky 0.83 -> 0.26.
     So a tag takes `fine_zoom` when its median mask at the base scale, over the first
-    `calib_sample` posts of the whole manifest, covers less than `fine_area` of the image."""
+    `calib_sample` posts of the whole manifest, covers less than `fine_area` of the image.
+    The median areas also serve `split_mutual` (each tag's typical area)."""
     zoom_on = bool(cfg.fine_zoom) and cfg.fine_zoom != 1.0
     if not zoom_on and not cfg.split_mutual:  # nothing needs the areas
         return {"tags": {}, "median_area": {}}
@@ -501,7 +502,8 @@ def run_pseudolabels(manifest, tag_desc, align_ckpt, out, segmenter_ckpt=None, s
         labeler.floors = shared_json(out / "calibration.json", floors)
     # shards write it concurrently: each replaces it whole
     run_config = {"align_ckpt": str(align_ckpt), "segmenter_ckpt": str(segmenter_ckpt) if segmenter_ckpt else None,
-                  "manifest": str(manifest), "round": round_, "pseudo": cfg.to_dict()}
+                  "manifest": str(manifest), "round": round_, "pseudo": cfg.to_dict(),
+                  "mutual_pairs": sorted(labeler.mutual) if cfg.split_mutual else []}
     atomic_write_text(out / "config.json", json.dumps(run_config, indent=1, default=str))
     part = out / "parts" / f"shard-{shard_t[0]}-of-{shard_t[1]}.jsonl"
     n_masks = n_acc = skipped = 0
