@@ -3,8 +3,9 @@
 CLIP-ES-style normalisation: per pixel, a tag's similarity goes through a softmax against the
 learned background embeddings and the image's *competing* tags, so a tag claims the pixels it
 explains better than anything else present. Tags are not exclusive (`dress` lies inside
-`1girl`), so with `mode="nesting"` a tag never competes with a tag it nests in or that nests in
-it; `mode="all"` is the plain CLIP-ES softmax, `mode="background"` competes with background only.
+`1girl`), so with `mode="nesting"` a parent never competes with its parts, while a part still
+competes with its parent (that is what keeps `dress` on the dress rather than the whole girl);
+`mode="all"` is the plain CLIP-ES softmax, `mode="background"` competes with background only.
 Averaged over scales and a horizontal flip.
 """
 from __future__ import annotations
@@ -55,7 +56,10 @@ def model_scale(model, temperature: float | None) -> float:
 
 
 def competitor_matrix(tags: list[str], mode: str, nests: set[tuple[str, str]]) -> torch.Tensor:
-    """[K, K] bool: row k lists the tags that compete with tag k (never itself)."""
+    """[K, K] bool: row k lists the tags that compete with tag k (never itself). With nesting
+    (child, parent) pairs, the parent's row drops the child; the child's row keeps the parent.
+    Both ways (measured, SynthBooru): the parts spread over the whole girl, long_hair 0.29 -> 0.12;
+    parent only: 1girl 0.60 -> 0.70 with the parts unchanged."""
     if mode not in CAM_MODES:
         raise ValueError(f"unknown CAM mode {mode!r}; one of {', '.join(CAM_MODES)}")
     k = len(tags)
@@ -66,7 +70,7 @@ def competitor_matrix(tags: list[str], mode: str, nests: set[tuple[str, str]]) -
         for j, b in enumerate(tags):
             if i == j:
                 continue
-            if mode == "nesting" and ((a, b) in nests or (b, a) in nests):
+            if mode == "nesting" and (b, a) in nests:
                 continue
             comp[i, j] = True
     return comp
@@ -145,21 +149,18 @@ def tag_probabilities(model, x: torch.Tensor, text: torch.Tensor) -> torch.Tenso
     return torch.sigmoid(logits.float())
 
 
-def decide_nests(evidence: dict[tuple[str, str], list[tuple[float, float]]], min_keep: float = 0.5,
-                 max_share: float = 0.7) -> set[tuple[str, str]]:
-    """(child, parent) pairs from per-image insertion evidence (keep, share): on average the
-    child's core alone keeps >= min_keep of the parent's probability, and the child covers at
-    most max_share of child ∪ parent (see pipeline.estimate_nests)."""
-    out = set()
-    for pair, v in evidence.items():
-        keep, share = np.mean(np.asarray(v, dtype=np.float64), axis=0)
-        if keep >= min_keep and share <= max_share:
-            out.add(pair)
-    return out
+def decide_nests(inside: dict[tuple[str, str], list[float]], min_inside: float = 0.5,
+                 min_count: int = 3) -> set[tuple[str, str]]:
+    """(child, parent) pairs whose child mask lies, on average over at least `min_count` images,
+    at least `min_inside` inside the parent's mask (per-image shares from
+    pipeline.calibrate_masks). Measured on SynthBooru with every tag competing: dress 0.63,
+    long_hair 0.53, starry_sky 0.82 inside their parents; things on stuff at most 0.30 (mountain
+    in sky), sun in sky 0.20, simple_background in 1girl 0.17; hat 0.15 (a part it misses)."""
+    return {pair for pair, v in inside.items() if len(v) >= min_count and float(np.mean(v)) >= min_inside}
 
 
 def nest_candidates(tag_lists: list[list[str]], min_cooc: float = 0.9) -> set[tuple[str, str]]:
-    """(child, parent) pairs worth the causal nesting test: the child almost never appears without
+    """(child, parent) pairs worth the containment test: the child almost never appears without
     the parent, but the parent often appears without the child. Tags that imply each other
     (`ocean` and `beach` in SynthBooru) are a scene type, not a part and its whole: on one
     Stage A run the insertion test nested `ocean` in `beach` and `ocean` stopped competing

@@ -7,7 +7,8 @@ Output (DESIGN §6), in `out/`:
   parts/shard-I-of-N.jsonl       one line per finished post (its index rows): resumability
   index.parquet                  all rows of all parts, sorted by (post_id, tag)
   nesting.json, config.json      the containment pairs used and the run's settings
-  zoom.json                      tags mapped on the enlarged image (small things), their median areas
+  zoom.json                      tags mapped on the enlarged image (small things), their median areas,
+                                 how far each candidate part lies inside its whole
   calibration.json               per-tag quality floors (relative validator policy)
 
 Shards split the posts (sorted by post_id) into contiguous chunks; the nesting statistics come
@@ -63,9 +64,7 @@ class PseudoConfig:
     seg_weight: float = 0.3  # round 2: weight of the segmenter's probability in the fusion
     fine_zoom: float | None = 2.0  # tags whose typical mask is small are mapped on the image x this
     fine_area: float = 0.12  # ... "small": median base-scale mask area below this share of the image
-    nest_sample: int = 48  # images (whole manifest, first by post_id) for the nesting test
-    nest_keep: float = 0.5  # child's core alone keeps >= this share of the parent's probability
-    nest_max_share: float = 0.7  # ... and covers at most this share of child ∪ parent
+    nest_inside: float = 0.5  # a candidate part nests when its mask lies this much inside its whole's
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -146,9 +145,9 @@ class PseudoLabeler:
         self.segmenter = segmenter
         self.device = device
         self.floors: dict | None = None  # relative validator policy: from `calibrate`
-        self.zoom: dict[str, float] = {}  # tag -> CAM zoom (from `calibrate_zoom`; default 1)
+        self.zoom: dict[str, float] = {}  # tag -> CAM zoom (from `calibrate_masks`; default 1)
         self.mutual: set[tuple[str, str]] = set()  # tags that imply each other (`mutual_pairs`)
-        self.median_area: dict[str, float] = {}  # tag -> typical mask area (from `calibrate_zoom`)
+        self.median_area: dict[str, float] = {}  # tag -> typical mask area (from `calibrate_masks`)
 
     @torch.no_grad()
     def score_maps(self, image, tags: list[str]) -> "ScoreMaps":
@@ -212,6 +211,9 @@ class PseudoLabeler:
                     masks[a], masks[b] = split_mutual(masks[a], masks[b], raw[a], raw[b],
                                                       self.median_area.get(a), self.median_area.get(b),
                                                       self.cfg.mutual_peak_frac)
+        for c, p in self.nests:  # a part's pixels are its whole's (a dress is 1girl)
+            if c in masks and p in masks:
+                masks[p] = masks[p] | masks[c]
         text = self.texts.get(tags)
 
         def score_fn(batch: torch.Tensor) -> torch.Tensor:
@@ -337,56 +339,6 @@ def merge_index(out: Path) -> int:
     return len(df)
 
 
-def estimate_nests(labeler: PseudoLabeler, records: list[dict], cfg: PseudoConfig) -> set[tuple[str, str]]:
-    """Containment pairs (child, parent): the child almost never appears without the parent
-    (co-occurrence) AND causal evidence that the child's pixels are part of the parent.
-
-    Co-occurrence alone would nest `tree` in `grass` (trees stand on grass) and CAM overlap
-    cannot tell "inside" from "next to" on blurry maps, so the test is an insertion: the child's
-    core (where it wins the all-tags softmax) shown alone, everything else greyed, must keep at
-    least half of the parent's probability (a dress alone still says `1girl`; a tree alone does
-    not say `grass`), and the child must be the smaller of the two (a background that keeps the
-    character's silhouette is not part of the character)."""
-    from .validators import grey_out
-
-    if cfg.cam.mode != "nesting":
-        return set()
-    candidates = nest_candidates([r["tags"] for r in records])
-    if not candidates:
-        return set()
-    model = labeler.model
-    all_cfg = CamConfig(scales=(1.0,), flip=False, mode="all", grid_mult=1)
-    stats: dict[tuple[str, str], list[tuple[float, float]]] = {}
-    for rec in sorted(records, key=lambda r: r["post_id"])[: cfg.nest_sample]:
-        tags = list(dict.fromkeys(rec["tags"]))
-        pairs = [(a, b) for (a, b) in candidates if a in tags and b in tags]
-        if not pairs:
-            continue
-        try:
-            image = load_rgb(rec["image_path"])
-        except ValueError:
-            continue
-        x = prepare_image(image, labeler.preprocess).to(labeler.device)
-        text = labeler.texts.get(tags)
-        with torch.no_grad():
-            probs = text_cam(model, x, text, tags, all_cfg).probs
-            cores = F.interpolate((probs >= 0.5).float()[None], size=x.shape[-2:], mode="nearest")[0] > 0.5
-            children = sorted({a for a, _ in pairs if cores[tags.index(a)].any()})
-            if not children:
-                continue
-            shown = torch.stack([grey_out(x, ~cores[tags.index(a)]) for a in children])
-            p0 = tag_probabilities(model, x[None], text)[0].clamp(min=1e-6)
-            p_alone = tag_probabilities(model, shown, text)
-        for a, b in pairs:
-            if a not in children:
-                continue
-            ia, ib = tags.index(a), tags.index(b)
-            keep = float(p_alone[children.index(a), ib] / p0[ib])
-            union = float((cores[ia] | cores[ib]).float().sum())
-            stats.setdefault((a, b), []).append((keep, float(cores[ia].float().sum()) / max(union, 1.0)))
-    return decide_nests(stats, cfg.nest_keep, cfg.nest_max_share)
-
-
 def calibration_posts(records: list[dict], cfg: PseudoConfig):
     """(record, image, tags) of the first `calib_sample` posts of the whole manifest (by post_id, so
     every shard calibrates on the same ones) that load and carry tags."""
@@ -400,28 +352,42 @@ def calibration_posts(records: list[dict], cfg: PseudoConfig):
             yield rec, image, tags
 
 
-def calibrate_zoom(labeler: PseudoLabeler, records: list[dict], cfg: PseudoConfig) -> dict:
-    """Which tags are mapped on the enlarged image (SNIP-style: each object size has the scale that
-    suits it). A 128 px CAM blurs a small thing into a halo over its surroundings (a tree takes the
-    grass stripes around it), while stuff enlarged loses its context (`sky` moves onto the ocean):
-    measured on SynthBooru, zoom 2 for every tag took trees 0.20 -> 0.70 and sky 0.83 -> 0.26.
-    So a tag takes `fine_zoom` when its median mask at the base scale, over the first
-    `calib_sample` posts of the whole manifest, covers less than `fine_area` of the image.
-    The median areas also serve `split_mutual` (each tag's typical area)."""
+def calibrate_masks(labeler: PseudoLabeler, records: list[dict], cfg: PseudoConfig,
+                    candidates: set[tuple[str, str]] = frozenset()) -> dict:
+    """One pass over the first `calib_sample` posts of the whole manifest at the base scale, every
+    tag competing with every other, for three run-level decisions:
+
+    - which tags are mapped on the enlarged image (SNIP-style: each object size has the scale that
+      suits it). A 128 px CAM blurs a small thing into a halo over its surroundings (a tree takes
+      the grass stripes around it), while stuff enlarged loses its context (`sky` moves onto the
+      ocean): measured on SynthBooru, zoom 2 for every tag took trees 0.20 -> 0.70 and sky 0.83 ->
+      0.26. So a tag takes `fine_zoom` when its median mask covers less than `fine_area`;
+    - each tag's typical (median) area, for `split_mutual`;
+    - for each co-occurrence nesting candidate (child, parent), the share of the child's mask that
+      lies inside the parent's (`decide_nests`): a dress is drawn inside the girl even while the
+      two compete; a sun next to the sky is not. (An insertion test, the child's pixels alone on
+      grey, found none of the parts of `1girl`: the pooled classifier reads context.)"""
     zoom_on = bool(cfg.fine_zoom) and cfg.fine_zoom != 1.0
-    if not zoom_on and not cfg.split_mutual:  # nothing needs the areas
-        return {"tags": {}, "median_area": {}}
-    saved, labeler.zoom = labeler.zoom, {}
+    if not zoom_on and not cfg.split_mutual and not candidates:  # nothing needs the pass
+        return {"tags": {}, "median_area": {}, "inside": []}
+    saved = labeler.zoom, labeler.nests
+    labeler.zoom, labeler.nests = {}, set()
     areas: dict[str, list[float]] = {}
+    inside: dict[tuple[str, str], list[float]] = {}
     for _, image, tags in calibration_posts(records, cfg):
-        for tag, (m, _, _) in zip(tags, labeler.region_masks(image, labeler.score_maps(image, tags).maps)):
+        masks = {t: m for t, (m, _, _) in zip(tags, labeler.region_masks(image, labeler.score_maps(image, tags).maps))}
+        for tag, m in masks.items():
             areas.setdefault(tag, []).append(float(m.mean()))
-    labeler.zoom = saved
+        for c, p in candidates:
+            if c in masks and p in masks and masks[c].any():
+                inside.setdefault((c, p), []).append(round(float((masks[c] & masks[p]).sum() / masks[c].sum()), 4))
+    labeler.zoom, labeler.nests = saved
     median = {t: float(np.median(a)) for t, a in sorted(areas.items())}
     # a tag seen fewer than 3 times keeps the base scale
     zoom = {t: float(cfg.fine_zoom) for t, a in median.items()
             if zoom_on and len(areas[t]) >= 3 and a < cfg.fine_area}
-    return {"tags": zoom, "median_area": median, "fine_zoom": cfg.fine_zoom, "fine_area": cfg.fine_area}
+    return {"tags": zoom, "median_area": median, "fine_zoom": cfg.fine_zoom, "fine_area": cfg.fine_area,
+            "inside": [{"child": c, "parent": p, "shares": v} for (c, p), v in sorted(inside.items())]}
 
 
 def calibrate(labeler: PseudoLabeler, records: list[dict], cfg: PseudoConfig,
@@ -478,11 +444,12 @@ def run_pseudolabels(manifest, tag_desc, align_ckpt, out, segmenter_ckpt=None, s
     out = Path(out)
     (out / "parts").mkdir(parents=True, exist_ok=True)
     labeler = PseudoLabeler(model, bundle.preprocess, texts, cfg, segmenter=segmenter, device=device)
-    nesting = shared_json(out / "nesting.json",
-                          lambda: {"pairs": sorted(estimate_nests(labeler, records, cfg))})
+    candidates = nest_candidates([r["tags"] for r in records]) if cfg.cam.mode == "nesting" else set()
+    zoom = shared_json(out / "zoom.json", lambda: calibrate_masks(labeler, records, cfg, candidates))
+    nesting = shared_json(out / "nesting.json", lambda: {"pairs": sorted(decide_nests(
+        {(r["child"], r["parent"]): r["shares"] for r in zoom.get("inside", [])}, cfg.nest_inside))})
     nests = {tuple(p) for p in nesting["pairs"]}
     labeler.nests = nests
-    zoom = shared_json(out / "zoom.json", lambda: calibrate_zoom(labeler, records, cfg))
     labeler.zoom = {t: float(z) for t, z in zoom["tags"].items()}
     labeler.median_area = {t: float(a) for t, a in zoom.get("median_area", {}).items()}
     labeler.mutual = mutual_pairs([r["tags"] for r in records])
