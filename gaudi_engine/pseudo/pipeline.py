@@ -364,9 +364,10 @@ def calibrate_masks(labeler: PseudoLabeler, records: list[dict], cfg: PseudoConf
       0.26. So a tag takes `fine_zoom` when its median mask covers less than `fine_area`;
     - each tag's typical (median) area, for `split_mutual`;
     - for each co-occurrence nesting candidate (child, parent), the share of the child's mask that
-      lies inside the parent's (`decide_nests`): on SynthBooru a dress lies 0.85 inside the girl even
-      while the two compete; a mountain lies 0.16 inside the sky, the background 0.12 inside the girl. (An insertion test, the child's pixels alone on
-      grey, found none of the parts of `1girl`: the pooled classifier reads context.)"""
+      lies inside the parent's (`decide_nests`): on SynthBooru a dress lies 0.85 inside the girl
+      even while the two compete; a mountain 0.16 inside the sky, the background 0.12 inside the
+      girl. (An insertion test, the child's pixels alone on grey, found none of the parts of
+      `1girl`: the pooled classifier reads context.)"""
     zoom_on = bool(cfg.fine_zoom) and cfg.fine_zoom != 1.0
     if not zoom_on and not cfg.split_mutual and not candidates:  # nothing needs the pass
         return {"tags": {}, "median_area": {}, "inside": []}
