@@ -171,7 +171,7 @@ def run_quality_bench(work_dir, n_train: int = 600, n_test: int = 200, size=(128
             "SLIC regions": PseudoConfig(regions="slic"),
             "no max-normalisation": PseudoConfig(max_norm=None),
             "no fine zoom for small things": PseudoConfig(fine_zoom=None),
-            "no split of tags that imply each other": PseudoConfig(split_mutual=False),
+            "split of tags that imply each other (opt-in)": PseudoConfig(split_mutual=True),
             "no validators": PseudoConfig(validators=ValidatorConfig(enabled=False)),
             "absolute validator thresholds": PseudoConfig(validators=ValidatorConfig(policy="absolute")),
             "softmax over all present tags": PseudoConfig(cam=CamConfig(mode="all")),

@@ -87,7 +87,7 @@ def cmd_pseudolabels(args) -> int:
         base += ["--no-validators"] if args.no_validators else []
         base += ["--validator-policy", args.validator_policy, "--reject-quantile", str(args.reject_quantile)]
         base += ["--fine-zoom", str(args.fine_zoom)]
-        base += ["--no-split-mutual"] if args.no_split_mutual else []
+        base += ["--split-mutual"] if args.split_mutual else []
         base += ["--progress-jsonl", args.progress_jsonl] if getattr(args, "progress_jsonl", None) else []
         procs = []
         for j in range(args.workers):
@@ -103,7 +103,7 @@ def cmd_pseudolabels(args) -> int:
     cfg = PseudoConfig(cam=CamConfig(mode=args.cam_mode), validators=ValidatorConfig(
         enabled=not args.no_validators, policy=args.validator_policy, reject_quantile=args.reject_quantile),
                        affinity=not args.no_affinity, regions=None if args.regions == "none" else args.regions,
-                       fine_zoom=args.fine_zoom, split_mutual=not args.no_split_mutual)
+                       fine_zoom=args.fine_zoom, split_mutual=args.split_mutual)
     summary = run_pseudolabels(manifest, tag_desc, align, out, segmenter_ckpt=seg, shard=shard,
                                device=_device(args.device), config=cfg, limit=args.limit)
     print(f"pseudolabels: {summary['processed']} posts labelled, {summary['skipped_done']} already done, "
@@ -210,10 +210,11 @@ def register(add_command) -> None:
                    help="small things (median mask under 12%% of the image on the first posts) are "
                         "mapped on the image enlarged this much; 1 = every tag at the base scale "
                         "(default 2)")
-    p.add_argument("--no-split-mutual", action="store_true",
-                   help="let tags that imply each other (ocean/beach: >= 90%% co-occurrence both ways) "
-                        "keep overlapping masks (ablation; by default each shared pixel goes to the "
-                        "tag it is more typical of)")
+    p.add_argument("--split-mutual", action="store_true",
+                   help="tags that imply each other (ocean/beach: >= 90%% co-occurrence both ways) "
+                        "split the pixels both masks claim: each goes to the tag it is more typical "
+                        "of (experimental: helps when Stage A maps both tags well, wipes the weaker "
+                        "tag out when it does not; BENCHMARKS.md)")
     p.add_argument("--limit", type=int, help="at most this many posts (of this shard)")
 
     p = add_command(

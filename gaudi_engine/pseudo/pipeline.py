@@ -58,7 +58,7 @@ class PseudoConfig:
     threshold_range: tuple[float, float] = (0.3, 0.7)  # the adaptive threshold's clip
     otsu_weight: float = 0.5  # adaptive threshold = w * Otsu + (1 - w) * 0.5
     exclusive: float = 0.0  # a tag drops pixels where a competitor scores > 1/this times higher
-    split_mutual: bool = True  # tags that imply each other split their shared pixels (see split_mutual)
+    split_mutual: bool = False  # tags that imply each other split their shared pixels (see split_mutual)
     mutual_peak_frac: float = 0.25  # ... each map compared to its level at this share of its typical area
     max_norm: float | None = 0.6  # divide each present tag's map by max(its maximum, this)
     seg_weight: float = 0.3  # round 2: weight of the segmenter's probability in the fusion
@@ -252,7 +252,9 @@ def split_mutual(mask_a: np.ndarray, mask_b: np.ndarray, raw_a: np.ndarray, raw_
     tags: every image that shows one shows the other, so Stage A gives both tags both bands.
     Prior: a pixel belongs to one of them, the one for which it is more typical, i.e. its score
     relative to that tag's `robust_peak`. Measured on SynthBooru (150 posts): ocean 0.37 -> 0.60,
-    beach 0.54 -> 0.53; with the maps' maxima instead, beach lost the sand to ocean (0.13)."""
+    beach 0.54 -> 0.53; with the maps' maxima instead, beach lost the sand to ocean (0.13). Off by
+    default: on another Stage A run, whose beach map was weak, beach lost everything (0.28 -> 0.02
+    on 60 posts; s2 0.44 -> 0.00), and refusing splits that leave a tag < 25 % did not save it."""
     na = raw_a / robust_peak(raw_a, area_a, frac)
     nb = raw_b / robust_peak(raw_b, area_b, frac)
     return mask_a & (na >= nb), mask_b & (nb > na)

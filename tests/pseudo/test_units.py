@@ -208,9 +208,9 @@ def test_calibrate_masks_zoom_areas_and_containment(tmp_path):
     inside = {(r["child"], r["parent"]): r["shares"] for r in res["inside"]}
     assert inside == {("sun", "sky"): [1.0] * 5, ("moon", "sky"): [1.0] * 2}
     assert abs(res["median_area"]["sky"] - 2 / 3) < 1e-6 and res["median_area"]["sun"] < cfg.fine_area
-    no_zoom = calibrate_masks(labeler, records, PseudoConfig(regions=None, fine_zoom=None))
+    no_zoom = calibrate_masks(labeler, records, PseudoConfig(regions=None, fine_zoom=None, split_mutual=True))
     assert no_zoom["tags"] == {} and no_zoom["median_area"] == res["median_area"]  # split_mutual needs them
-    assert calibrate_masks(labeler, records, PseudoConfig(regions=None, fine_zoom=None, split_mutual=False)) == \
+    assert calibrate_masks(labeler, records, PseudoConfig(regions=None, fine_zoom=None)) == \
         {"tags": {}, "median_area": {}, "inside": []}
 
 
