@@ -455,7 +455,7 @@ def run_pseudolabels(manifest, tag_desc, align_ckpt, out, segmenter_ckpt=None, s
     labeler.nests = nests
     labeler.zoom = {t: float(z) for t, z in zoom["tags"].items()}
     labeler.median_area = {t: float(a) for t, a in zoom.get("median_area", {}).items()}
-    labeler.mutual = mutual_pairs([r["tags"] for r in records])
+    labeler.mutual = mutual_pairs([r["tags"] for r in records]) if cfg.split_mutual else set()
     mine = shard_records(records, shard_t)
     if limit is not None:
         mine = mine[:limit]
@@ -473,7 +473,7 @@ def run_pseudolabels(manifest, tag_desc, align_ckpt, out, segmenter_ckpt=None, s
     # shards write it concurrently: each replaces it whole
     run_config = {"align_ckpt": str(align_ckpt), "segmenter_ckpt": str(segmenter_ckpt) if segmenter_ckpt else None,
                   "manifest": str(manifest), "round": round_, "pseudo": cfg.to_dict(),
-                  "mutual_pairs": sorted(labeler.mutual) if cfg.split_mutual else []}
+                  "mutual_pairs": sorted(labeler.mutual)}
     atomic_write_text(out / "config.json", json.dumps(run_config, indent=1, default=str))
     part = out / "parts" / f"shard-{shard_t[0]}-of-{shard_t[1]}.jsonl"
     n_masks = n_acc = skipped = 0
