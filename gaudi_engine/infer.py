@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import rle
 from .errors import GaudiError
@@ -69,9 +68,7 @@ class Predictor:
         w, h = image.size
         if self.segmenter is not None:
             x = prepare_image(image, self.preprocess).to(self.device).unsqueeze(0)
-            logits = self.segmenter(x, self.texts.get(tags))
-            maps = torch.sigmoid(F.interpolate(logits.float(), size=(h, w), mode="bilinear",
-                                               align_corners=False))[0].cpu().numpy()
+            maps = self.segmenter.probabilities(x, self.texts.get(tags), (h, w))[0].cpu().numpy()
         else:
             maps = self.labeler.score_maps(image, tags).maps
         if not self.regions or not len(maps):

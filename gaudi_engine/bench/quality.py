@@ -129,7 +129,7 @@ def run_quality_bench(work_dir, n_train: int = 600, n_test: int = 200, size=(128
         cam = score_predictor(Predictor(align_ckpt, device=device), test_recs, work / "test" / "gt")
     rows.append({"row": "CAM only (affinity + regions)", "miou": cam["miou"], "time_s": times["cam-only (test)"]})
     seg_ckpt, pseudo_scores, seg_scores = None, {}, {}
-    for rnd in (1, 2):  # round r: pseudo-masks v<r> (round 2 fused with segmenter s1) -> segmenter s<r>
+    for rnd in (1, 2):  # round r: pseudo-masks v<r> (round 2 read off segmenter s1) -> segmenter s<r>
         with stage(f"pseudo v{rnd}"):
             run_pseudolabels(tr["manifest"], desc, align_ckpt, work / f"pseudomasks_v{rnd}",
                              segmenter_ckpt=seg_ckpt, device=device)
@@ -171,7 +171,10 @@ def run_quality_bench(work_dir, n_train: int = 600, n_test: int = 200, size=(128
             "SLIC regions": PseudoConfig(regions="slic"),
             "no max-normalisation": PseudoConfig(max_norm=None),
             "no fine zoom for small things": PseudoConfig(fine_zoom=None),
-            "split of tags that imply each other (opt-in)": PseudoConfig(split_mutual=True),
+            "zoomed parts keep the zoom in a big whole": PseudoConfig(part_inside=None),
+            "tags that imply each other left alone": PseudoConfig(mutual=None),
+            "relative split of those tags instead of priority": PseudoConfig(mutual="relative"),
+            "region-level rejection of parts (opt-in)": PseudoConfig(validators=ValidatorConfig(region_level=True)),
             "no validators": PseudoConfig(validators=ValidatorConfig(enabled=False)),
             "absolute validator thresholds": PseudoConfig(validators=ValidatorConfig(policy="absolute")),
             "softmax over all present tags": PseudoConfig(cam=CamConfig(mode="all")),

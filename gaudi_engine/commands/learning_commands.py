@@ -87,7 +87,7 @@ def cmd_pseudolabels(args) -> int:
         base += ["--no-validators"] if args.no_validators else []
         base += ["--validator-policy", args.validator_policy, "--reject-quantile", str(args.reject_quantile)]
         base += ["--fine-zoom", str(args.fine_zoom)]
-        base += ["--split-mutual"] if args.split_mutual else []
+        base += ["--mutual", args.mutual]
         base += ["--progress-jsonl", args.progress_jsonl] if getattr(args, "progress_jsonl", None) else []
         procs = []
         for j in range(args.workers):
@@ -103,7 +103,8 @@ def cmd_pseudolabels(args) -> int:
     cfg = PseudoConfig(cam=CamConfig(mode=args.cam_mode), validators=ValidatorConfig(
         enabled=not args.no_validators, policy=args.validator_policy, reject_quantile=args.reject_quantile),
                        affinity=not args.no_affinity, regions=None if args.regions == "none" else args.regions,
-                       fine_zoom=args.fine_zoom, split_mutual=args.split_mutual)
+                       fine_zoom=args.fine_zoom,
+                       mutual=None if args.mutual == "none" else args.mutual)
     summary = run_pseudolabels(manifest, tag_desc, align, out, segmenter_ckpt=seg, shard=shard,
                                device=_device(args.device), config=cfg, limit=args.limit)
     print(f"pseudolabels: {summary['processed']} posts labelled, {summary['skipped_done']} already done, "
@@ -183,14 +184,15 @@ def register(add_command) -> None:
     p = add_command(
         "pseudolabels", "text-CAM + affinity + regions + validators -> pseudo-masks", cmd_pseudolabels,
         description="Make a pseudo-mask for every (post, general tag) of a manifest with a Stage A "
-                    "align checkpoint (round 2: fused with a segmenter), validate it (augmentation "
-                    "consistency, causal deletion/insertion, region level) and write "
+                    "align checkpoint (round 2: read off a round-1 segmenter), validate it "
+                    "(augmentation consistency, causal deletion/insertion) and write "
                     "OUT/{masks,rejected,scores}/<post_id>/<tag>.png + OUT/index.parquet. "
                     "Resumable: a rerun skips finished posts.")
     p.add_argument("--manifest", required=True, help="manifest.csv (gaudi export-manifest / synth)")
     p.add_argument("--tag-desc", help="tag_descriptions.json (default: the checkpoint's)")
     p.add_argument("--align-ckpt", required=True, help="Stage A checkpoint (checkpoints/last.pt)")
-    p.add_argument("--segmenter-ckpt", help="round 2: a Stage B checkpoint to fuse with the CAM")
+    p.add_argument("--segmenter-ckpt", help="round 2: a Stage B checkpoint whose probabilities "
+                   "(>= 0.5, averaged in regions) replace the CAM's maps (self-training)")
     p.add_argument("--out", required=True, help="output folder, e.g. runs/pseudomasks_v1")
     p.add_argument("--shard", help="I/N: do only the I-th of N contiguous parts of the posts")
     p.add_argument("--workers", type=int, default=1, help="run this many shard processes here")
@@ -210,11 +212,12 @@ def register(add_command) -> None:
                    help="small things (median mask under 12%% of the image on the first posts) are "
                         "mapped on the image enlarged this much; 1 = every tag at the base scale "
                         "(default 2)")
-    p.add_argument("--split-mutual", action="store_true",
-                   help="tags that imply each other (ocean/beach: >= 90%% co-occurrence both ways) "
-                        "split the pixels both masks claim: each goes to the tag it is more typical "
-                        "of (experimental: helps when Stage A maps both tags well, wipes the weaker "
-                        "tag out when it does not; BENCHMARKS.md)")
+    p.add_argument("--mutual", choices=["priority", "relative", "none"], default="priority",
+                   help="tags that imply each other (ocean/beach: >= 90%% co-occurrence both ways): "
+                        "priority (default) gives the pixels both masks claim to the tag seen less "
+                        "often alone (beach), whose map the other's solo images made specific; "
+                        "relative gives each pixel to the tag it is more typical of (can wipe out a "
+                        "weakly mapped tag; BENCHMARKS.md); none leaves both masks as they are")
     p.add_argument("--limit", type=int, help="at most this many posts (of this shard)")
 
     p = add_command(

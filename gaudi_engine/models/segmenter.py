@@ -68,6 +68,10 @@ class TextSegmenter(nn.Module):
             logits = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)
         return logits
 
+    def probabilities(self, x: torch.Tensor, text: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """[B,K,*size] sigmoid probabilities, the logits resized to `size` (an image's own (h, w))."""
+        return torch.sigmoid(self(x, text, out_size=size).float())
+
 
 @dataclass
 class SegmenterBundle:

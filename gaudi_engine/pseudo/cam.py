@@ -101,20 +101,27 @@ def _sims(model, x: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, tor
 
 @torch.no_grad()
 def text_cam(model, x: torch.Tensor, text: torch.Tensor, tags: list[str], cfg: CamConfig,
-             nests: set[tuple[str, str]] | None = None, zoom: list[float] | None = None) -> CamOutput:
+             nests: set[tuple[str, str]] | None = None, zoom: list[float] | None = None,
+             part_area: list[tuple[int, float]] | None = None, zoom_max_area: float = 0.12) -> CamOutput:
     """Maps for one preprocessed image x [3,S,S] and its tags' embeddings text [K,D].
 
     `zoom` (one factor per tag, default 1): tag k's maps come from the image enlarged by zoom[k]
     (times each of cfg.scales), so a small thing can be looked at closer than the stuff around it;
-    every distinct factor costs its own passes, and the competition at each pass is among all tags."""
+    every distinct factor costs its own passes, and the competition at each pass is among all tags.
+    `part_area` (per tag: the index of its whole among `tags`, or -1, and its typical share of
+    the whole's area): a zoomed part whose expected area in this image, its whole's base-scale
+    area (`base_scale_area`) times that share, exceeds `zoom_max_area` keeps the base scale (a
+    big girl's dress is not small: zoomed, only its hem was found)."""
     comp = competitor_matrix(tags, cfg.mode, nests or set())
     scale = model_scale(model, cfg.temperature)
     size = x.shape[-1]
     zoom_t = torch.tensor(zoom if zoom is not None else [1.0] * len(tags), dtype=torch.float32)
+    parts = [(k, j, r) for k, (j, r) in enumerate(part_area or []) if j >= 0 and zoom_t[k] != 1.0]
+    zooms = set(zoom_t.tolist()) | ({1.0} if parts else set())
     grid = None
     per_zoom: dict[float, torch.Tensor] = {}
     zoom_feats: dict[float, torch.Tensor] = {}
-    for z in sorted(set(zoom_t.tolist()), reverse=True):  # the grid (and features) of the largest
+    for z in sorted(zooms, reverse=True):  # the grid (and features) of the largest
         views = []
         for s in cfg.scales:
             xs = x.unsqueeze(0)
@@ -134,11 +141,23 @@ def text_cam(model, x: torch.Tensor, text: torch.Tensor, tags: list[str], cfg: C
                                                           align_corners=False)[0], dim=0)
             views.append(F.interpolate(probs.float(), size=grid, mode="bilinear", align_corners=False))
         per_zoom[z] = torch.cat(views)
+    if parts:
+        area = base_scale_area(per_zoom[1.0].mean(0))
+        for k, j, ratio in parts:
+            if float(area[j]) * ratio > zoom_max_area:
+                zoom_t[k] = 1.0
     views_t = next(iter(per_zoom.values())).clone()
     for z, v in per_zoom.items():
         views_t[:, zoom_t == z] = v[:, zoom_t == z]
     return CamOutput(probs=views_t.mean(0), views=views_t, zoom=zoom_t, zoom_feats=zoom_feats,
                      tags=list(tags))
+
+
+def base_scale_area(probs: torch.Tensor, floor: float = 0.6) -> torch.Tensor:
+    """[K] share of the grid where each map [K,h,w] reaches half its peak (the peak floored as in
+    the pseudo-labeller's max-normalisation): a cheap stand-in for the tag's mask area."""
+    peak = probs.flatten(1).amax(-1).clamp(min=floor)
+    return (probs >= 0.5 * peak[:, None, None]).flatten(1).float().mean(-1)
 
 
 @torch.no_grad()
@@ -170,10 +189,18 @@ def nest_candidates(tag_lists: list[list[str]], min_cooc: float = 0.9) -> set[tu
     return {(c, p) for (c, p), v in co.items() if v >= min_cooc and co.get((p, c), 0.0) < min_cooc}
 
 
-def mutual_pairs(tag_lists: list[list[str]], min_cooc: float = 0.9) -> set[tuple[str, str]]:
-    """(a, b) with a < b: tags that imply each other (each co-occurs with the other >= min_cooc)."""
+def mutual_pairs(tag_lists: list[list[str]], min_cooc: float = 0.9) -> dict[tuple[str, str], float]:
+    """(broad, specific) -> gap, for tags that imply each other (each co-occurs with the other
+    >= min_cooc). The specific one is seen less often without the other: `beach` never without
+    `ocean`, `ocean` 6 % of the time without `beach`; gap = P(broad | specific) - P(specific |
+    broad) (0.06 there; 0 for synonyms, which are then in alphabetical order)."""
     co = cooccurrence(tag_lists)
-    return {(a, b) for (a, b), v in co.items() if a < b and v >= min_cooc and co.get((b, a), 0.0) >= min_cooc}
+    out = {}
+    for (a, b), v in co.items():  # v = P(b | a)
+        w = co.get((b, a), 0.0)  # P(a | b)
+        if a < b and v >= min_cooc and w >= min_cooc:
+            out[(b, a) if v > w else (a, b)] = abs(v - w)  # a is rarely without b: a is the specific one
+    return out
 
 
 def cooccurrence(tag_lists: list[list[str]], min_count: int = 3) -> dict[tuple[str, str], float]:

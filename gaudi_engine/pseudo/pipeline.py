@@ -1,4 +1,6 @@
 """`gaudi pseudolabels`: text-CAM -> affinity -> regions -> validators, for every post's tags.
+Round 2 (`segmenter_ckpt`, self-training as in MaskCLIP+): the round-1 segmenter's probabilities
+replace the CAM -> affinity part; regions and validators are the same.
 
 Output (DESIGN §6), in `out/`:
   masks/<post_id>/<tag>.png      accepted masks (0/255, image size)
@@ -58,12 +60,16 @@ class PseudoConfig:
     threshold_range: tuple[float, float] = (0.3, 0.7)  # the adaptive threshold's clip
     otsu_weight: float = 0.5  # adaptive threshold = w * Otsu + (1 - w) * 0.5
     exclusive: float = 0.0  # a tag drops pixels where a competitor scores > 1/this times higher
-    split_mutual: bool = False  # tags that imply each other split their shared pixels (see split_mutual)
-    mutual_peak_frac: float = 0.25  # ... each map compared to its level at this share of its typical area
+    mutual: str | None = "priority"  # tags that imply each other: see `resolve_mutual`; or "relative" | None
+    mutual_min_gap: float = 0.02  # "priority" needs one tag seen alone this much more often than the other
+    mutual_peak_frac: float = 0.25  # "relative": each map compared to its level at this share of its typical area
     max_norm: float | None = 0.6  # divide each present tag's map by max(its maximum, this)
-    seg_weight: float = 0.3  # round 2: weight of the segmenter's probability in the fusion
+    seg_weight: float = 1.0  # round 2: weight of the segmenter's probability in the fusion with the CAM
+    seg_threshold: float = 0.5  # round 2 with the segmenter alone: its masks are probability >= this
     fine_zoom: float | None = 2.0  # tags whose typical mask is small are mapped on the image x this
     fine_area: float = 0.12  # ... "small": median base-scale mask area below this share of the image
+    part_inside: float | None = 0.7  # ... unless it is a part (lies this much inside its whole) of a
+    # whole big enough in this image that the part is not small (a big girl's dress; None: never)
     nest_inside: float = 0.5  # a candidate part nests when its mask lies this much inside its whole's
 
     def to_dict(self) -> dict:
@@ -129,10 +135,9 @@ class TagTexts:
 
 class ScoreMaps(NamedTuple):
     x: torch.Tensor  # the preprocessed image [3,S,S]
-    maps: np.ndarray  # [K,H,W] fused soft maps at image size (max-normalised per tag)
+    maps: np.ndarray  # [K,H,W] soft maps at image size (the CAM's max-normalised per tag)
     views: np.ndarray  # [V,K,gh,gw] per-view maps (the consistency validator)
-    cam: object  # CamOutput
-    peaks: np.ndarray  # [K] what each map was divided by
+    peaks: np.ndarray  # [K] what each CAM map was divided by (ones for the segmenter's)
 
 
 class PseudoLabeler:
@@ -146,51 +151,73 @@ class PseudoLabeler:
         self.device = device
         self.floors: dict | None = None  # relative validator policy: from `calibrate`
         self.zoom: dict[str, float] = {}  # tag -> CAM zoom (from `calibrate_masks`; default 1)
-        self.mutual: set[tuple[str, str]] = set()  # tags that imply each other (`mutual_pairs`)
+        self.mutual: dict[tuple[str, str], float] = {}  # tags that imply each other (`mutual_pairs`)
         self.median_area: dict[str, float] = {}  # tag -> typical mask area (from `calibrate_masks`)
+        self.parts: dict[str, str] = {}  # part -> whole: nests that lie >= cfg.part_inside inside
 
     @torch.no_grad()
     def score_maps(self, image, tags: list[str]) -> "ScoreMaps":
-        """Fused soft maps [K,H,W] (numpy, image size, max-normalised), per-view maps, and the
-        divisors that undo the normalisation (to compare tags on one scale)."""
+        """Soft maps [K,H,W] (numpy, image size), per-view maps, and the divisors that undo the
+        CAM's max-normalisation (to compare tags on one scale)."""
         x = prepare_image(image, self.preprocess).to(self.device)
         text = self.texts.get(tags)
-        cam = text_cam(self.model, x, text, tags, self.cfg.cam, self.nests,
-                       zoom=[self.zoom.get(t, 1.0) for t in tags])
-        probs = cam.probs.unsqueeze(0)
-        if self.segmenter is not None:
-            seg = torch.sigmoid(self.segmenter(x.unsqueeze(0), text, out_size=probs.shape[-2:]).float())
-            w = self.cfg.seg_weight
-            probs = w * seg + (1 - w) * probs
-        if self.cfg.affinity:  # each tag propagates along the features of the zoom it was seen at
-            refined = probs.clone()
-            for z, feats in cam.zoom_feats.items():
-                sel = cam.zoom == z
-                refined[:, sel] = aff.refine(probs[:, sel], feats.unsqueeze(0), self.cfg.aff_radius,
-                                             self.cfg.aff_beta, self.cfg.aff_iters)
-            probs = refined
-        views = cam.views
-        peaks = torch.ones(len(tags))
-        if self.cfg.max_norm is not None:  # the tag IS in the image: its best pixels are its
-            # pixels (CAM max-normalisation, down to a floor), else a tag that never wins the
-            # softmax outright gets no mask
-            floor = max(float(self.cfg.max_norm), 1e-6)
-            peaks = probs[0].flatten(1).amax(-1).clamp(min=floor)
-            probs = probs / peaks[None, :, None, None]
-            views = views / views.flatten(2).amax(-1)[..., None, None].clamp(min=floor)
         w, h = image.size
-        full = F.interpolate(probs, size=(h, w), mode="bilinear", align_corners=False)[0]
-        return ScoreMaps(x, full.clamp(0, 1).cpu().numpy(), views.cpu().numpy(), cam, peaks.cpu().numpy())
+        seg_w = self.cfg.seg_weight if self.segmenter is not None else 0.0
+        peaks = torch.ones(len(tags))
+        if seg_w < 1.0:  # the CAM's own map: refined, max-normalised, at image size
+            cam = text_cam(self.model, x, text, tags, self.cfg.cam, self.nests,
+                           zoom=[self.zoom.get(t, 1.0) for t in tags], part_area=self.part_area(tags),
+                           zoom_max_area=self.cfg.fine_area)
+            probs, views = cam.probs.unsqueeze(0), cam.views
+            if self.cfg.affinity:  # each tag propagates along the features of the zoom it was seen at
+                refined = probs.clone()
+                for z, feats in cam.zoom_feats.items():
+                    sel = cam.zoom == z
+                    if sel.any():
+                        refined[:, sel] = aff.refine(probs[:, sel], feats.unsqueeze(0), self.cfg.aff_radius,
+                                                     self.cfg.aff_beta, self.cfg.aff_iters)
+                probs = refined
+            if self.cfg.max_norm is not None:  # the tag IS in the image: its best pixels are its
+                # pixels (CAM max-normalisation, down to a floor), else a tag that never wins the
+                # softmax outright gets no mask
+                floor = max(float(self.cfg.max_norm), 1e-6)
+                peaks = probs[0].flatten(1).amax(-1).clamp(min=floor)
+                probs = probs / peaks[None, :, None, None]
+                views = views / views.flatten(2).amax(-1)[..., None, None].clamp(min=floor)
+            full = F.interpolate(probs, size=(h, w), mode="bilinear", align_corners=False)[0].clamp(0, 1)
+        if seg_w > 0:  # round 2: the round-1 segmenter's own probabilities at the image's size (a
+            # CAM-grid copy of them lost cloud 0.79 -> 0.61, flower 0.77 -> 0.43; BENCHMARKS.md)
+            seg = self.segmenter.probabilities(x.unsqueeze(0), text, (h, w))[0]
+            full = seg if seg_w >= 1.0 else seg_w * seg + (1 - seg_w) * full
+            if seg_w >= 1.0:  # no CAM pass at all; the consistency validator checks the segmenter
+                # on the plain and the flipped image
+                side = max(x.shape[-1] // 4, 1)
+                both = self.segmenter.probabilities(torch.stack([x, x.flip(-1)]), text, (side, side))
+                views = torch.stack([both[0], both[1].flip(-1)])
+        return ScoreMaps(x, full.cpu().numpy(), views.cpu().numpy(), peaks.cpu().numpy())
+
+    def part_area(self, tags: list[str]) -> list[tuple[int, float]]:
+        """Per tag: (index of its whole among `tags` or -1, its median area / its whole's), for
+        the parts that lie at least `cfg.part_inside` inside their whole (`text_cam`)."""
+        out = []
+        for t in tags:
+            whole = self.parts.get(t)
+            a, b = self.median_area.get(t), self.median_area.get(whole)
+            ok = whole in tags and a and b and self.cfg.part_inside is not None
+            out.append((tags.index(whole), a / b) if ok else (-1, 0.0))
+        return out
 
     def region_masks(self, image, maps: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, float]]:
         """(mask, region-smoothed map, threshold) of each soft map [K,H,W] of the image."""
         labels = superpixels(np.asarray(image), self.cfg.regions) if self.cfg.regions else None
-        return [regions_mask(m, labels, self.cfg.fixed_threshold, *self.cfg.threshold_range,
+        fixed = self.cfg.seg_threshold if self.segmenter is not None and self.cfg.seg_weight >= 1.0 \
+            else self.cfg.fixed_threshold  # a segmenter's probabilities are calibrated by its BCE
+        return [regions_mask(m, labels, fixed, *self.cfg.threshold_range,
                              otsu_weight=self.cfg.otsu_weight) for m in maps]
 
     def label_image(self, image, tags: list[str]) -> dict[str, dict]:
         """tag -> record with masks, maps and all validator scores."""
-        x, maps, views, _, peaks = self.score_maps(image, tags)
+        x, maps, views, peaks = self.score_maps(image, tags)
         masks, smooth, thresholds, view_masks = {}, {}, {}, {}
         for k, (tag, (m, s, t)) in enumerate(zip(tags, self.region_masks(image, maps))):
             masks[tag], smooth[tag], thresholds[tag] = m, s, t
@@ -204,13 +231,11 @@ class PseudoLabeler:
             for k, tag in enumerate(tags):
                 if comp[k].any():
                     masks[tag] = masks[tag] & (raw[k] >= self.cfg.exclusive * raw[comp[k]].max(0))
-        if self.cfg.split_mutual and self.mutual:
+        if self.cfg.mutual and self.mutual:
             raw = {t: smooth[t] * peaks[k] for k, t in enumerate(tags)}
-            for a, b in self.mutual:
+            for (a, b), gap in self.mutual.items():
                 if a in masks and b in masks:
-                    masks[a], masks[b] = split_mutual(masks[a], masks[b], raw[a], raw[b],
-                                                      self.median_area.get(a), self.median_area.get(b),
-                                                      self.cfg.mutual_peak_frac)
+                    masks[a], masks[b] = self.resolve_mutual(masks, raw, a, b, gap)
         for c, p in self.nests:  # a part's pixels are its whole's (a dress is 1girl)
             if c in masks and p in masks:
                 masks[p] = masks[p] | masks[c]
@@ -228,6 +253,20 @@ class PseudoLabeler:
             r.update(score_map=maps[k], threshold=thresholds[tag], cam_score=float(inside),
                      margin=float(inside - outside), quality=quality_score(r))
         return self.apply_floors(recs)
+
+    def resolve_mutual(self, masks: dict, raw: dict, broad: str, specific: str, gap: float):
+        """The masks of two tags that imply each other (`ocean`, `beach`). Image-level tags can't
+        tell them apart, so Stage A gives the broad tag both bands: `ocean` scores the sand as
+        high as `beach` does. Only the images where the broad tag is alone (open sea) teach
+        anything, and what they teach is the specific tag: `beach` must not be water. Hence
+        "priority": the specific tag keeps its mask and the broad one loses those pixels (ocean
+        0.39 -> 0.49, beach unchanged, on 150 posts). "relative" splits on `split_mutual` instead;
+        it can wipe out a weakly mapped tag (BENCHMARKS.md). Synonyms (no gap) are left alone."""
+        a, b = masks[broad], masks[specific]
+        if self.cfg.mutual == "priority":
+            return (a & ~b, b) if gap >= self.cfg.mutual_min_gap else (a, b)
+        return split_mutual(a, b, raw[broad], raw[specific], self.median_area.get(broad),
+                            self.median_area.get(specific), self.cfg.mutual_peak_frac)
 
     def apply_floors(self, recs: dict[str, dict]) -> dict[str, dict]:
         """The relative validator policy's last step (a no-op until `calibrate` set the floors)."""
@@ -248,13 +287,12 @@ def robust_peak(score: np.ndarray, area: float | None, frac: float = 0.25) -> fl
 
 def split_mutual(mask_a: np.ndarray, mask_b: np.ndarray, raw_a: np.ndarray, raw_b: np.ndarray,
                  area_a: float | None, area_b: float | None, frac: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
-    """Two tags that imply each other (`ocean` and `beach`) can't be told apart by image-level
-    tags: every image that shows one shows the other, so Stage A gives both tags both bands.
-    Prior: a pixel belongs to one of them, the one for which it is more typical, i.e. its score
-    relative to that tag's `robust_peak`. Measured on SynthBooru (150 posts): ocean 0.37 -> 0.60,
-    beach 0.54 -> 0.53; with the maps' maxima instead, beach lost the sand to ocean (0.13). Off by
-    default: on another Stage A run, whose beach map was weak, beach lost everything (0.28 -> 0.02
-    on 60 posts; s2 0.44 -> 0.00), and refusing splits that leave a tag < 25 % did not save it."""
+    """The "relative" rule for two tags that imply each other (`resolve_mutual`): a pixel belongs
+    to the tag for which it is more typical, i.e. its score relative to that tag's `robust_peak`.
+    Measured on SynthBooru (150 posts): ocean 0.37 -> 0.60, beach 0.54 -> 0.53; with the maps'
+    maxima instead, beach lost the sand to ocean (0.13). Not the default: on a Stage A run whose
+    beach map was weak, beach lost everything (0.28 -> 0.02 on 60 posts; s2 0.44 -> 0.00), and
+    refusing splits that leave a tag < 25 % did not save it; "priority" can't do that."""
     na = raw_a / robust_peak(raw_a, area_a, frac)
     nb = raw_b / robust_peak(raw_b, area_b, frac)
     return mask_a & (na >= nb), mask_b & (nb > na)
@@ -364,14 +402,14 @@ def calibrate_masks(labeler: PseudoLabeler, records: list[dict], cfg: PseudoConf
       the grass stripes around it), while stuff enlarged loses its context (`sky` moves onto the
       ocean): measured on SynthBooru, zoom 2 for every tag took trees 0.20 -> 0.70 and sky 0.83 ->
       0.26. So a tag takes `fine_zoom` when its median mask covers less than `fine_area`;
-    - each tag's typical (median) area, for `split_mutual`;
+    - each tag's typical (median) area, for the "relative" `resolve_mutual`;
     - for each co-occurrence nesting candidate (child, parent), the share of the child's mask that
       lies inside the parent's (`decide_nests`): on SynthBooru a dress lies 0.85 inside the girl
       even while the two compete; a mountain 0.16 inside the sky, the background 0.12 inside the
       girl. (An insertion test, the child's pixels alone on grey, found none of the parts of
       `1girl`: the pooled classifier reads context.)"""
     zoom_on = bool(cfg.fine_zoom) and cfg.fine_zoom != 1.0
-    if not zoom_on and not cfg.split_mutual and not candidates:  # nothing needs the pass
+    if not zoom_on and cfg.mutual != "relative" and not candidates:  # nothing needs the pass
         return {"tags": {}, "median_area": {}, "inside": []}
     saved = labeler.zoom, labeler.nests
     labeler.zoom, labeler.nests = {}, set()
@@ -455,7 +493,13 @@ def run_pseudolabels(manifest, tag_desc, align_ckpt, out, segmenter_ckpt=None, s
     labeler.nests = nests
     labeler.zoom = {t: float(z) for t, z in zoom["tags"].items()}
     labeler.median_area = {t: float(a) for t, a in zoom.get("median_area", {}).items()}
-    labeler.mutual = mutual_pairs([r["tags"] for r in records]) if cfg.split_mutual else set()
+    if cfg.part_inside is not None:  # the true parts: dress 0.85, long_hair 0.76 inside 1girl (not the
+        # halos that also nest: flower 0.64 in grass, cloud 0.51 in sky)
+        share = {(r["child"], r["parent"]): float(np.mean(r["shares"])) for r in zoom.get("inside", [])}
+        for (c, p) in sorted(nests, key=lambda cp: share.get(cp, 0.0)):
+            if share.get((c, p), 0.0) >= cfg.part_inside:
+                labeler.parts[c] = p
+    labeler.mutual = mutual_pairs([r["tags"] for r in records]) if cfg.mutual else {}
     mine = shard_records(records, shard_t)
     if limit is not None:
         mine = mine[:limit]
@@ -473,7 +517,8 @@ def run_pseudolabels(manifest, tag_desc, align_ckpt, out, segmenter_ckpt=None, s
     # shards write it concurrently: each replaces it whole
     run_config = {"align_ckpt": str(align_ckpt), "segmenter_ckpt": str(segmenter_ckpt) if segmenter_ckpt else None,
                   "manifest": str(manifest), "round": round_, "pseudo": cfg.to_dict(),
-                  "mutual_pairs": sorted(labeler.mutual)}
+                  "mutual_pairs": [[a, b, round(g, 3)] for (a, b), g in sorted(labeler.mutual.items())],
+                  "parts": labeler.parts}
     atomic_write_text(out / "config.json", json.dumps(run_config, indent=1, default=str))
     part = out / "parts" / f"shard-{shard_t[0]}-of-{shard_t[1]}.jsonl"
     n_masks = n_acc = skipped = 0

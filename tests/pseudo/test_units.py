@@ -8,7 +8,7 @@ from gaudi_engine.errors import GaudiError
 from gaudi_engine.metrics import IoUAccumulator, mask_iou
 from gaudi_engine.pseudo import affinity, regions
 from gaudi_engine.pseudo.cam import competitive_softmax, competitor_matrix, cooccurrence, decide_nests, \
-    mutual_pairs, nest_candidates
+    base_scale_area, mutual_pairs, nest_candidates
 from gaudi_engine.pseudo.index import PseudoMaskIndex
 from gaudi_engine.pseudo.pipeline import INDEX_COLUMNS, parse_shard, robust_peak, shard_records, split_mutual, \
     tag_filename
@@ -138,9 +138,12 @@ def test_region_level_trims_useless_part():
     m = np.zeros((32, 32), bool)
     m[:10, :10] = True
     m[20:30, 20:30] = True  # a second part that does not matter to the tag
-    r = validate_image(x, {"t": m}, {"t": np.stack([m, m])}, ["t"], score_fn, ValidatorConfig())["t"]
+    r = validate_image(x, {"t": m}, {"t": np.stack([m, m])}, ["t"], score_fn, ValidatorConfig(region_level=True))["t"]
     assert r["parts"] == 2 and r["parts_rejected"] == 1
     assert not r["mask"][25, 25] and r["mask"][5, 5] and r["rejected_mask"][25, 25]
+    # off by default (it cut single flowers and clouds out of their masks): the mask stays whole
+    r = validate_image(x, {"t": m}, {"t": np.stack([m, m])}, ["t"], score_fn, ValidatorConfig())["t"]
+    assert r["parts"] == 0 and r["mask"][25, 25] and r["accepted"]
 
 
 def test_shards_and_names():
@@ -208,16 +211,42 @@ def test_calibrate_masks_zoom_areas_and_containment(tmp_path):
     inside = {(r["child"], r["parent"]): r["shares"] for r in res["inside"]}
     assert inside == {("sun", "sky"): [1.0] * 5, ("moon", "sky"): [1.0] * 2}
     assert abs(res["median_area"]["sky"] - 2 / 3) < 1e-6 and res["median_area"]["sun"] < cfg.fine_area
-    no_zoom = calibrate_masks(labeler, records, PseudoConfig(regions=None, fine_zoom=None, split_mutual=True))
-    assert no_zoom["tags"] == {} and no_zoom["median_area"] == res["median_area"]  # split_mutual needs them
+    no_zoom = calibrate_masks(labeler, records, PseudoConfig(regions=None, fine_zoom=None, mutual="relative"))
+    assert no_zoom["tags"] == {} and no_zoom["median_area"] == res["median_area"]  # "relative" needs them
     assert calibrate_masks(labeler, records, PseudoConfig(regions=None, fine_zoom=None)) == \
         {"tags": {}, "median_area": {}, "inside": []}
 
 
 def test_mutual_pairs_are_tags_that_imply_each_other():
     lists = [["ocean", "beach", "sky"]] * 9 + [["ocean", "sky"]] + [["sky", "grass"]] * 5
-    assert mutual_pairs(lists) == {("beach", "ocean")}  # 9/10 and 9/9; sky is everywhere, ocean not
-    assert mutual_pairs(lists, min_cooc=0.95) == set()
+    # P(beach | ocean) = 9/10, P(ocean | beach) = 9/9: beach is never alone, so it is the specific
+    # one; sky is everywhere, but the ocean is not always under it
+    assert mutual_pairs(lists) == {("ocean", "beach"): pytest.approx(0.1)}
+    assert mutual_pairs(lists, min_cooc=0.95) == {}
+    synonyms = [["sea", "ocean"]] * 4 + [["sky"]] * 3
+    assert mutual_pairs(synonyms) == {("ocean", "sea"): 0.0}
+
+
+def test_resolve_mutual_priority_gives_shared_pixels_to_the_specific_tag():
+    """The broad tag (ocean) loses the pixels of the specific one's (beach) mask; beach keeps its
+    mask even where it is weak, so a weak beach map can't be wiped out; synonyms stay as they are;
+    "relative" is the `split_mutual` rule."""
+    from gaudi_engine.pseudo.pipeline import PseudoConfig, PseudoLabeler
+
+    h, w = 20, 20
+    water, sand = np.zeros((h, w), bool), np.zeros((h, w), bool)
+    water[:10], sand[10:] = True, True
+    beach_mask = sand & (np.arange(w) < 8)  # a weak beach map: part of the sand
+    masks = {"ocean": water | sand, "beach": beach_mask}
+    raw = {"ocean": np.where(water, 0.5, 0.3), "beach": np.where(sand, 0.2, 0.05)}
+    lab = PseudoLabeler(None, {}, None, PseudoConfig())
+    m_ocean, m_beach = lab.resolve_mutual(masks, raw, "ocean", "beach", gap=0.06)
+    assert (m_beach == beach_mask).all() and (m_ocean == (water | sand) & ~beach_mask).all()
+    assert all((a == b).all() for a, b in zip(lab.resolve_mutual(masks, raw, "ocean", "beach", gap=0.0),
+                                               (masks["ocean"], masks["beach"])))
+    rel = PseudoLabeler(None, {}, None, PseudoConfig(mutual="relative"))
+    m_ocean, m_beach = rel.resolve_mutual(masks, raw, "ocean", "beach", gap=0.06)
+    assert not (m_ocean & m_beach).any() and (m_ocean == water).all()
 
 
 def test_split_mutual_gives_each_shared_pixel_to_the_tag_it_is_typical_of():
@@ -263,3 +292,59 @@ def test_text_cam_zoom_maps_a_tag_on_the_enlarged_image():
     assert torch.allclose(mixed.views[:, 1], enlarged.views[:, 1], atol=1e-6)
     assert not torch.allclose(mixed.views[:, 0], enlarged.views[:, 0], atol=1e-3)
     assert set(mixed.zoom_feats) == {1.0, 2.0} and torch.equal(mixed.feats, mixed.zoom_feats[1.0])
+    # a zoomed part (b) of a whole (a) keeps its zoom while the whole's base-scale area times the
+    # part's typical share of it stays small, and takes the base scale when it does not
+    area = float(base_scale_area(plain.probs)[0])
+    assert 0 < area <= 1
+    small = text_cam(model, x, text, ["a", "b"], cfg, zoom=[1.0, 2.0], part_area=[(-1, 0.0), (0, 0.01)],
+                     zoom_max_area=area * 0.5)
+    assert small.zoom.tolist() == [1.0, 2.0] and torch.allclose(small.views, mixed.views)
+    large = text_cam(model, x, text, ["a", "b"], cfg, zoom=[1.0, 2.0], part_area=[(-1, 0.0), (0, 1.0)],
+                     zoom_max_area=area * 0.5)
+    assert large.zoom.tolist() == [1.0, 1.0]
+    b_base = text_cam(model, x, text, ["a", "b"], cfg, zoom=[2.0, 1.0])  # b at base scale, same grid
+    assert torch.allclose(large.views[:, 1], b_base.views[:, 1], atol=1e-6)
+
+
+def test_base_scale_area():
+    p = torch.zeros(2, 10, 10)
+    p[0, :5] = 0.9  # half the grid at its peak
+    p[1, 0, 0] = 0.2  # a faint speck: half of the floored peak (0.6) is 0.3
+    assert base_scale_area(p).tolist() == [0.5, 0.0]
+
+
+def test_round_two_reads_the_segmenter_alone():
+    """Round 2: the maps are the round-1 segmenter's probabilities at the image's own size, no CAM
+    pass is made, masks are probability >= 0.5, and the consistency views are the segmenter's on
+    the plain and flipped image."""
+    from PIL import Image
+
+    from gaudi_engine.pseudo.pipeline import PseudoConfig, PseudoLabeler
+
+    class Seg(torch.nn.Module):
+        def probabilities(self, x, text, size):  # tag k: left half k=0, right half k=1 (0.8 vs 0.2)
+            h, w = size
+            out = torch.full((x.shape[0], text.shape[0], h, w), 0.2)
+            out[:, 0, :, : w // 2] = 0.8
+            out[:, 1, :, w // 2:] = 0.8
+            return out
+
+    class Texts:
+        def get(self, tags):
+            return torch.zeros(len(tags), 4)
+
+    def no_cam(*a, **k):
+        raise AssertionError("round 2 made a CAM pass")
+
+    lab = PseudoLabeler(no_cam, {"image_size": 32}, Texts(), PseudoConfig(regions=None), segmenter=Seg())
+    import gaudi_engine.pseudo.pipeline as pl
+    saved, pl.text_cam = pl.text_cam, no_cam
+    try:
+        image = Image.new("RGB", (40, 30), (10, 20, 30))
+        sm = lab.score_maps(image, ["a", "b"])
+        masks = [m for m, _, _ in lab.region_masks(image, sm.maps)]
+    finally:
+        pl.text_cam = saved
+    assert sm.maps.shape == (2, 30, 40) and np.allclose(sm.peaks, 1.0)
+    assert masks[0][:, :20].all() and not masks[0][:, 20:].any() and masks[1][:, 20:].all()
+    assert sm.views.shape[:2] == (2, 2)  # (plain, flipped) x tags
