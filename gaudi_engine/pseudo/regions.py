@@ -9,8 +9,9 @@ import numpy as np
 
 
 def superpixels(image: np.ndarray, method: str = "slic", n_segments: int | None = None,
-                compactness: float = 10.0) -> np.ndarray:
-    """Integer labels [H, W] (0..R-1) of an RGB uint8 image."""
+                compactness: float = 10.0, coarse: float = 1.0) -> np.ndarray:
+    """Integer labels [H, W] (0..R-1) of an RGB uint8 image; `coarse` multiplies felzenszwalb's
+    scale (larger regions)."""
     from skimage.segmentation import felzenszwalb, slic
 
     h, w = image.shape[:2]
@@ -19,7 +20,7 @@ def superpixels(image: np.ndarray, method: str = "slic", n_segments: int | None 
         labels = slic(image, n_segments=n, compactness=compactness, start_label=0,
                       enforce_connectivity=True, channel_axis=-1, max_num_iter=5)
     elif method == "felzenszwalb":
-        scale = max(20.0, (h * w) / 400.0)
+        scale = max(20.0, (h * w) / 400.0) * coarse
         labels = felzenszwalb(image, scale=scale, sigma=0.5, min_size=max(8, (h * w) // 1500))
     else:
         raise ValueError(f"unknown superpixel method {method!r} (slic or felzenszwalb)")
