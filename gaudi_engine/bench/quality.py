@@ -169,6 +169,7 @@ def run_quality_bench(work_dir, n_train: int = 600, n_test: int = 200, size=(128
             "no affinity": PseudoConfig(affinity=False),
             "no regions": PseudoConfig(regions=None),
             "SLIC regions": PseudoConfig(regions="slic"),
+            "felzenszwalb regions at infer's finer scale": PseudoConfig(region_coarse=1.0),
             "no max-normalisation": PseudoConfig(max_norm=None),
             "no fine zoom for small things": PseudoConfig(fine_zoom=None),
             "zoomed parts keep the zoom in a big whole": PseudoConfig(part_inside=None),
