@@ -212,12 +212,12 @@ def register(add_command) -> None:
                    help="small things (median mask under 12%% of the image on the first posts) are "
                         "mapped on the image enlarged this much; 1 = every tag at the base scale "
                         "(default 2)")
-    p.add_argument("--mutual", choices=["priority", "relative", "none"], default="priority",
+    p.add_argument("--mutual", choices=["priority", "relative", "none"], default="none",
                    help="tags that imply each other (ocean/beach: >= 90%% co-occurrence both ways): "
-                        "priority (default) gives the pixels both masks claim to the tag seen less "
-                        "often alone (beach), whose map the other's solo images made specific; "
-                        "relative gives each pixel to the tag it is more typical of (can wipe out a "
-                        "weakly mapped tag; BENCHMARKS.md); none leaves both masks as they are")
+                        "none (default) leaves both masks as they are; priority gives the pixels "
+                        "both masks claim to the tag seen less often alone (beach); relative gives "
+                        "each pixel to the tag it is more typical of. Experimental: each helped on "
+                        "one Stage A run and hurt on another (BENCHMARKS.md)")
     p.add_argument("--limit", type=int, help="at most this many posts (of this shard)")
 
     p = add_command(

@@ -62,7 +62,8 @@ class PseudoConfig:
     threshold_range: tuple[float, float] = (0.3, 0.7)  # the adaptive threshold's clip
     otsu_weight: float = 0.5  # adaptive threshold = w * Otsu + (1 - w) * 0.5
     exclusive: float = 0.0  # a tag drops pixels where a competitor scores > 1/this times higher
-    mutual: str | None = "priority"  # tags that imply each other: see `resolve_mutual`; or "relative" | None
+    mutual: str | None = None  # tags that imply each other: "priority" | "relative" (`resolve_mutual`), or
+    # left alone: neither rule held on both Stage A runs (BENCHMARKS.md, session 5)
     mutual_min_gap: float = 0.02  # "priority" needs one tag seen alone this much more often than the other
     mutual_peak_frac: float = 0.25  # "relative": each map compared to its level at this share of its typical area
     max_norm: float | None = 0.6  # divide each present tag's map by max(its maximum, this)
@@ -187,8 +188,9 @@ class PseudoLabeler:
                 probs = probs / peaks[None, :, None, None]
                 views = views / views.flatten(2).amax(-1)[..., None, None].clamp(min=floor)
             full = F.interpolate(probs, size=(h, w), mode="bilinear", align_corners=False)[0].clamp(0, 1)
-        if seg_w > 0:  # round 2: the round-1 segmenter's own probabilities at the image's size (a
-            # CAM-grid copy of them lost cloud 0.79 -> 0.61, flower 0.77 -> 0.43; BENCHMARKS.md)
+        if seg_w > 0:  # round 2: the round-1 segmenter's own probabilities at the image's size;
+            # fusing them with the CAM (0.3) made worse masks than the segmenter alone (150 posts:
+            # 0.615 vs 0.643 all-mask mIoU; the max-norm + affinity path cost most; BENCHMARKS.md)
             seg = self.segmenter.probabilities(x.unsqueeze(0), text, (h, w))[0]
             full = seg if seg_w >= 1.0 else seg_w * seg + (1 - seg_w) * full
             if seg_w >= 1.0:  # no CAM pass at all; the consistency validator checks the segmenter
@@ -263,8 +265,10 @@ class PseudoLabeler:
         high as `beach` does. Only the images where the broad tag is alone (open sea) teach
         anything, and what they teach is the specific tag: `beach` must not be water. Hence
         "priority": the specific tag keeps its mask and the broad one loses those pixels (ocean
-        0.39 -> 0.49, beach unchanged, on 150 posts). "relative" splits on `split_mutual` instead;
-        it can wipe out a weakly mapped tag (BENCHMARKS.md). Synonyms (no gap) are left alone."""
+        0.39 -> 0.49, beach unchanged, on 150 posts); but where Stage A's beach map spills onto
+        the water, ocean loses the water (bench run: ocean s2 0.27 -> 0.06). "relative" splits on
+        `split_mutual` instead; it can wipe out a weakly mapped tag. Both opt-in (BENCHMARKS.md).
+        Synonyms (no gap) are left alone by "priority"."""
         a, b = masks[broad], masks[specific]
         if self.cfg.mutual == "priority":
             return (a & ~b, b) if gap >= self.cfg.mutual_min_gap else (a, b)
