@@ -200,6 +200,11 @@ class PseudoLabeler:
                 views = torch.stack([both[0], both[1].flip(-1)])
         return ScoreMaps(x, full.cpu().numpy(), views.cpu().numpy(), peaks.cpu().numpy())
 
+    @property
+    def reads_segmenter_only(self) -> bool:
+        """Round 2 with the segmenter alone: no CAM pass, masks at its probability threshold."""
+        return self.segmenter is not None and self.cfg.seg_weight >= 1.0
+
     def part_area(self, tags: list[str]) -> list[tuple[int, float]]:
         """Per tag: (index of its whole among `tags` or -1, its median area / its whole's), for
         the parts that lie at least `cfg.part_inside` inside their whole (`text_cam`)."""
@@ -215,7 +220,7 @@ class PseudoLabeler:
         """(mask, region-smoothed map, threshold) of each soft map [K,H,W] of the image."""
         labels = superpixels(np.asarray(image), self.cfg.regions, coarse=self.cfg.region_coarse) \
             if self.cfg.regions else None
-        fixed = self.cfg.seg_threshold if self.segmenter is not None and self.cfg.seg_weight >= 1.0 \
+        fixed = self.cfg.seg_threshold if self.reads_segmenter_only \
             else self.cfg.fixed_threshold  # a segmenter's probabilities are calibrated by its BCE
         return [regions_mask(m, labels, fixed, *self.cfg.threshold_range,
                              otsu_weight=self.cfg.otsu_weight) for m in maps]
