@@ -212,12 +212,13 @@ def register(add_command) -> None:
                    help="small things (median mask under 12%% of the image on the first posts) are "
                         "mapped on the image enlarged this much; 1 = every tag at the base scale "
                         "(default 2)")
-    p.add_argument("--mutual", choices=["priority", "relative", "none"], default="none",
+    p.add_argument("--mutual", choices=["appearance", "priority", "relative", "none"], default="appearance",
                    help="tags that imply each other (ocean/beach: >= 90%% co-occurrence both ways): "
-                        "none (default) leaves both masks as they are; priority gives the pixels "
-                        "both masks claim to the tag seen less often alone (beach); relative gives "
-                        "each pixel to the tag it is more typical of. Experimental: each helped on "
-                        "one Stage A run and hurt on another (BENCHMARKS.md)")
+                        "appearance (default) splits the pixels either mask claims into two colour "
+                        "clusters and gives each to the tag whose map prefers it; priority gives the "
+                        "shared pixels to the tag seen less often alone (beach); relative gives each "
+                        "pixel to the tag it is more typical of; none leaves both masks alone "
+                        "(BENCHMARKS.md)")
     p.add_argument("--limit", type=int, help="at most this many posts (of this shard)")
 
     p = add_command(

@@ -36,7 +36,7 @@ from ..progress import Progress
 from . import affinity as aff
 from .cam import CamConfig, competitor_matrix, decide_nests, load_rgb, mutual_pairs, nest_candidates, prepare_image, \
     tag_probabilities, text_cam
-from .regions import regions_mask, superpixels
+from .regions import appearance_split, regions_mask, superpixels
 from .validators import ValidatorConfig, apply_floor, calibrate_floors, quality_score, validate_image
 from ..fileio import atomic_write_text
 
@@ -62,9 +62,9 @@ class PseudoConfig:
     threshold_range: tuple[float, float] = (0.3, 0.7)  # the adaptive threshold's clip
     otsu_weight: float = 0.5  # adaptive threshold = w * Otsu + (1 - w) * 0.5
     exclusive: float = 0.0  # a tag drops pixels where a competitor scores > 1/this times higher
-    mutual: str | None = None  # tags that imply each other: "priority" | "relative" (`resolve_mutual`), or
-    # left alone: neither rule held on both Stage A runs (BENCHMARKS.md, session 5)
-    mutual_min_gap: float = 0.02  # "priority" needs one tag seen alone this much more often than the other
+    mutual: str | None = "appearance"  # tags that imply each other (`resolve_mutual`): "appearance"
+    # splits their union by colour; "priority" | "relative" (each held on one Stage A run only) | None
+    mutual_min_gap: float = 0.02  # a split needs one tag seen alone this much more often (not synonyms)
     mutual_peak_frac: float = 0.25  # "relative": each map compared to its level at this share of its typical area
     max_norm: float | None = 0.6  # divide each present tag's map by max(its maximum, this)
     seg_weight: float = 1.0  # round 2: weight of the segmenter's probability in the fusion with the CAM
@@ -216,10 +216,16 @@ class PseudoLabeler:
             out.append((tags.index(whole), a / b) if ok else (-1, 0.0))
         return out
 
-    def region_masks(self, image, maps: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, float]]:
-        """(mask, region-smoothed map, threshold) of each soft map [K,H,W] of the image."""
-        labels = superpixels(np.asarray(image), self.cfg.regions, coarse=self.cfg.region_coarse) \
+    def superpixels(self, image) -> np.ndarray | None:
+        """The image's region labels (None: the pixel-threshold ablation)."""
+        return superpixels(np.asarray(image), self.cfg.regions, coarse=self.cfg.region_coarse) \
             if self.cfg.regions else None
+
+    def region_masks(self, image, maps: np.ndarray, labels: np.ndarray | None = None
+                     ) -> list[tuple[np.ndarray, np.ndarray, float]]:
+        """(mask, region-smoothed map, threshold) of each soft map [K,H,W] of the image."""
+        if labels is None:
+            labels = self.superpixels(image)
         fixed = self.cfg.seg_threshold if self.reads_segmenter_only \
             else self.cfg.fixed_threshold  # a segmenter's probabilities are calibrated by its BCE
         return [regions_mask(m, labels, fixed, *self.cfg.threshold_range,
@@ -229,7 +235,8 @@ class PseudoLabeler:
         """tag -> record with masks, maps and all validator scores."""
         x, maps, views, peaks = self.score_maps(image, tags)
         masks, smooth, thresholds, view_masks = {}, {}, {}, {}
-        for k, (tag, (m, s, t)) in enumerate(zip(tags, self.region_masks(image, maps))):
+        labels = self.superpixels(image)
+        for k, (tag, (m, s, t)) in enumerate(zip(tags, self.region_masks(image, maps, labels))):
             masks[tag], smooth[tag], thresholds[tag] = m, s, t
             view_masks[tag] = views[:, k] >= t
         if self.cfg.exclusive > 0:  # CLIP-ES's argmax: a pixel a tag's competitors explain better
@@ -245,7 +252,7 @@ class PseudoLabeler:
             raw = {t: smooth[t] * peaks[k] for k, t in enumerate(tags)}
             for (a, b), gap in self.mutual.items():
                 if a in masks and b in masks:
-                    masks[a], masks[b] = self.resolve_mutual(masks, raw, a, b, gap)
+                    masks[a], masks[b] = self.resolve_mutual(masks, raw, a, b, gap, image, labels)
         for c, p in self.nests:  # a part's pixels are its whole's (a dress is 1girl)
             if c in masks and p in masks:
                 masks[p] = masks[p] | masks[c]
@@ -264,17 +271,23 @@ class PseudoLabeler:
                      margin=float(inside - outside), quality=quality_score(r))
         return self.apply_floors(recs)
 
-    def resolve_mutual(self, masks: dict, raw: dict, broad: str, specific: str, gap: float):
+    def resolve_mutual(self, masks: dict, raw: dict, broad: str, specific: str, gap: float,
+                       image=None, labels: np.ndarray | None = None):
         """The masks of two tags that imply each other (`ocean`, `beach`). Image-level tags can't
-        tell them apart, so Stage A gives the broad tag both bands: `ocean` scores the sand as
-        high as `beach` does. Only the images where the broad tag is alone (open sea) teach
-        anything, and what they teach is the specific tag: `beach` must not be water. Hence
+        tell them apart, so Stage A gives the broad tag both bands (`ocean` scores the sand as
+        high as `beach` does) and the specific one the band along the shore. Their union is right.
+        "appearance" (default) splits the union into two colour clusters, each to the tag whose
+        map prefers it (`appearance_split`; 150 posts: ocean 0.39 -> 0.79, beach 0.56 -> 0.81).
         "priority": the specific tag keeps its mask and the broad one loses those pixels (ocean
-        0.39 -> 0.49, beach unchanged, on 150 posts); but where Stage A's beach map spills onto
-        the water, ocean loses the water (bench run: ocean s2 0.27 -> 0.06). "relative" splits on
-        `split_mutual` instead; it can wipe out a weakly mapped tag. Both opt-in (BENCHMARKS.md).
-        Synonyms (no gap) are left alone by "priority"."""
+        0.39 -> 0.49, beach unchanged; but where Stage A's beach map spills onto the water, ocean
+        loses the water: bench run, ocean s2 0.27 -> 0.06). "relative" splits on `split_mutual`;
+        it can wipe out a weakly mapped tag. Synonyms (no gap) are left alone (BENCHMARKS.md)."""
         a, b = masks[broad], masks[specific]
+        if self.cfg.mutual == "appearance":
+            split = None
+            if gap >= self.cfg.mutual_min_gap and labels is not None:
+                split = appearance_split(np.asarray(image), labels, a | b, raw[broad], raw[specific])
+            return split if split is not None else (a, b)
         if self.cfg.mutual == "priority":
             return (a & ~b, b) if gap >= self.cfg.mutual_min_gap else (a, b)
         return split_mutual(a, b, raw[broad], raw[specific], self.median_area.get(broad),

@@ -239,7 +239,7 @@ def test_resolve_mutual_priority_gives_shared_pixels_to_the_specific_tag():
     beach_mask = sand & (np.arange(w) < 8)  # a weak beach map: part of the sand
     masks = {"ocean": water | sand, "beach": beach_mask}
     raw = {"ocean": np.where(water, 0.5, 0.3), "beach": np.where(sand, 0.2, 0.05)}
-    assert PseudoConfig().mutual is None  # opt-in: neither rule held on both Stage A runs
+    assert PseudoConfig().mutual == "appearance"  # priority and relative are opt-in
     lab = PseudoLabeler(None, {}, None, PseudoConfig(mutual="priority"))
     m_ocean, m_beach = lab.resolve_mutual(masks, raw, "ocean", "beach", gap=0.06)
     assert (m_beach == beach_mask).all() and (m_ocean == (water | sand) & ~beach_mask).all()
@@ -248,6 +248,40 @@ def test_resolve_mutual_priority_gives_shared_pixels_to_the_specific_tag():
     rel = PseudoLabeler(None, {}, None, PseudoConfig(mutual="relative"))
     m_ocean, m_beach = rel.resolve_mutual(masks, raw, "ocean", "beach", gap=0.06)
     assert not (m_ocean & m_beach).any() and (m_ocean == water).all()
+
+
+def test_appearance_split_gives_each_look_to_the_tag_whose_map_prefers_it():
+    """Stage A's `ocean` covers water and sand alike and `beach` is a band along the shore: their
+    union splits into the blue and the sand-coloured cluster, and each goes to the tag whose map
+    prefers it more; the whole union is handed out (the band grows to the sand). One look only,
+    or a synonym pair (no gap): nothing to split."""
+    from gaudi_engine.pseudo.pipeline import PseudoConfig, PseudoLabeler
+    from gaudi_engine.pseudo.regions import appearance_split, superpixels
+
+    h, w = 60, 80
+    rng = np.random.default_rng(0)
+    img = np.zeros((h, w, 3), np.int64)
+    img[:30], img[30:] = (40, 90, 180), (230, 210, 150)
+    img = np.clip(img + rng.integers(-15, 15, img.shape), 0, 255).astype(np.uint8)
+    labels = superpixels(img, "felzenszwalb")
+    rows = np.arange(h)[:, None] * np.ones((1, w))
+    ocean = np.where(rows < 50, 0.8, 0.6)  # high on the water and most of the sand
+    beach = np.exp(-((rows - 30) / 5) ** 2)  # the shoreline band
+    union = np.ones((h, w), bool)
+    m_ocean, m_beach = appearance_split(img, labels, union, ocean, beach)
+    assert m_ocean[:30].all() and not m_ocean[30:].any()
+    assert m_beach[30:].all() and not m_beach[:30].any()
+    m_beach, m_ocean = appearance_split(img, labels, union, beach, ocean)  # argument order is no cue
+    assert m_beach[30:].all() and m_ocean[:30].all()
+    flat = np.full((h, w, 3), 120, np.uint8)
+    assert appearance_split(flat, superpixels(flat, "felzenszwalb"), union, ocean, beach) is None
+    lab = PseudoLabeler(None, {}, None, PseudoConfig(mutual="appearance"))
+    masks = {"ocean": union, "beach": (rows > 25) & (rows < 35)}
+    raw = {"ocean": ocean, "beach": beach}
+    got = lab.resolve_mutual(masks, raw, "ocean", "beach", 0.06, img, labels)
+    assert (got[0] == (rows < 30)).all() and (got[1] == (rows >= 30)).all()
+    same = lab.resolve_mutual(masks, raw, "ocean", "beach", 0.0, img, labels)  # synonyms
+    assert (same[0] == masks["ocean"]).all() and (same[1] == masks["beach"]).all()
 
 
 def test_split_mutual_gives_each_shared_pixel_to_the_tag_it_is_typical_of():
