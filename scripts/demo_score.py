@@ -10,7 +10,7 @@ from gaudi_engine.infer import Predictor
 from gaudi_engine.train.data import read_manifest
 from gaudi_engine.train.segmenter import train_segmenter
 
-W = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/demo600")
+W = Path(sys.argv[1] if len(sys.argv) > 1 and not sys.argv[1].startswith("--") else "/tmp/demo600")
 align = W / "runs/align_s1/checkpoints/last.pt"
 src = W / "demo_source"
 res = {}
@@ -21,8 +21,12 @@ for v in ("v1", "v2"):
                                            "mean_iou_rejected", "accepted_over_rejected", "best_validator",
                                            "best_spearman")}
 t = time.time()
-orc = train_segmenter(src / "manifest.csv", src / "tag_descriptions.json", None,
-                      W / "runs/seg_oracle", None, init_from=align, gt_masks=src / "gt", device="cpu")
+orc_ckpt = W / "runs/seg_oracle/checkpoints/last.pt"
+if "--reuse-oracle" in sys.argv and orc_ckpt.exists():  # same Stage A: the same oracle (deterministic)
+    orc = {"checkpoint": orc_ckpt}
+else:
+    orc = train_segmenter(src / "manifest.csv", src / "tag_descriptions.json", None,
+                          W / "runs/seg_oracle", None, init_from=align, gt_masks=src / "gt", device="cpu")
 res["oracle_train_s"] = round(time.time() - t, 1)
 test = synth.generate(W / "heldout_test", 200, seed=0, size=(128, 192), split="test")
 recs = read_manifest(test["manifest"])

@@ -10,7 +10,8 @@ Output (DESIGN §6), in `out/`:
   index.parquet                  all rows of all parts, sorted by (post_id, tag)
   nesting.json, config.json      the containment pairs used and the run's settings
   zoom.json                      tags mapped on the enlarged image (small things), their median areas,
-                                 how far each candidate part lies inside its whole
+                                 how far each candidate part lies inside its whole, the looks
+                                 (colour models) of tags that imply each other
   calibration.json               per-tag quality floors (relative validator policy)
 
 Shards split the posts (sorted by post_id) into contiguous chunks; the nesting statistics come
@@ -36,7 +37,7 @@ from ..progress import Progress
 from . import affinity as aff
 from .cam import CamConfig, competitor_matrix, decide_nests, load_rgb, mutual_pairs, nest_candidates, prepare_image, \
     tag_probabilities, text_cam
-from .regions import appearance_split, regions_mask, superpixels
+from .regions import appearance_split, colour_clusters, fit_looks, regions_mask, superpixels
 from .validators import ValidatorConfig, apply_floor, calibrate_floors, quality_score, validate_image
 from ..fileio import atomic_write_text
 
@@ -157,6 +158,7 @@ class PseudoLabeler:
         self.mutual: dict[tuple[str, str], float] = {}  # tags that imply each other (`mutual_pairs`)
         self.median_area: dict[str, float] = {}  # tag -> typical mask area (from `calibrate_masks`)
         self.parts: dict[str, str] = {}  # part -> whole: nests that lie >= cfg.part_inside inside
+        self.looks: dict[tuple[str, str], tuple] = {}  # mutual pair -> each tag's look (`fit_looks`)
 
     @torch.no_grad()
     def score_maps(self, image, tags: list[str]) -> "ScoreMaps":
@@ -268,7 +270,8 @@ class PseudoLabeler:
             inside = maps[k][m].mean() if m.any() else 0.0
             outside = maps[k][~m].mean() if (~m).any() else 0.0
             r.update(score_map=maps[k], threshold=thresholds[tag], cam_score=float(inside),
-                     margin=float(inside - outside), quality=quality_score(r))
+                     margin=float(inside - outside))
+            r["quality"] = quality_score(r, confidence=self.reads_segmenter_only)
         return self.apply_floors(recs)
 
     def resolve_mutual(self, masks: dict, raw: dict, broad: str, specific: str, gap: float,
@@ -286,7 +289,8 @@ class PseudoLabeler:
         if self.cfg.mutual == "appearance":
             split = None
             if gap >= self.cfg.mutual_min_gap and labels is not None:
-                split = appearance_split(np.asarray(image), labels, a | b, raw[broad], raw[specific])
+                split = appearance_split(np.asarray(image), labels, a | b, raw[broad], raw[specific],
+                                         self.looks.get((broad, specific)))
             return split if split is not None else (a, b)
         if self.cfg.mutual == "priority":
             return (a & ~b, b) if gap >= self.cfg.mutual_min_gap else (a, b)
@@ -432,28 +436,47 @@ def calibrate_masks(labeler: PseudoLabeler, records: list[dict], cfg: PseudoConf
       lies inside the parent's (`decide_nests`): on SynthBooru a dress lies 0.85 inside the girl
       even while the two compete; a mountain 0.16 inside the sky, the background 0.12 inside the
       girl. (An insertion test, the child's pixels alone on grey, found none of the parts of
-      `1girl`: the pooled classifier reads context.)"""
+      `1girl`: the pooled classifier reads context.)
+    - for each pair of tags that imply each other, with `mutual="appearance"`, each one's look
+      (`fit_looks` over the colour clusters of their shared pixels)."""
     zoom_on = bool(cfg.fine_zoom) and cfg.fine_zoom != 1.0
-    if not zoom_on and cfg.mutual != "relative" and not candidates:  # nothing needs the pass
+    pairs = list(labeler.mutual) if cfg.mutual == "appearance" else []
+    if not zoom_on and cfg.mutual != "relative" and not candidates and not pairs:  # nothing needs the pass
         return {"tags": {}, "median_area": {}, "inside": []}
     saved = labeler.zoom, labeler.nests
     labeler.zoom, labeler.nests = {}, set()
     areas: dict[str, list[float]] = {}
     inside: dict[tuple[str, str], list[float]] = {}
+    clusters: dict[tuple[str, str], list] = {}
     for _, image, tags in calibration_posts(records, cfg):
-        masks = {t: m for t, (m, _, _) in zip(tags, labeler.region_masks(image, labeler.score_maps(image, tags).maps))}
+        sm = labeler.score_maps(image, tags)
+        labels = labeler.superpixels(image)
+        found = dict(zip(tags, labeler.region_masks(image, sm.maps, labels)))
+        masks = {t: m for t, (m, _, _) in found.items()}
         for tag, m in masks.items():
             areas.setdefault(tag, []).append(float(m.mean()))
         for c, p in candidates:
             if c in masks and p in masks and masks[c].any():
                 inside.setdefault((c, p), []).append(round(float((masks[c] & masks[p]).sum() / masks[c].sum()), 4))
+        for a, b in pairs:
+            if a in masks and b in masks and labels is not None:
+                raw = [found[t][1] * sm.peaks[tags.index(t)] for t in (a, b)]
+                cl = colour_clusters(np.asarray(image), labels, masks[a] | masks[b], *raw)
+                if cl is not None:
+                    clusters.setdefault((a, b), []).append((cl.centres, cl.margin))
     labeler.zoom, labeler.nests = saved
+    looks = []
+    for (a, b), samples in sorted(clusters.items()):
+        fitted = fit_looks(samples)
+        if fitted is not None:
+            looks.append({"pair": [a, b], "looks": list(fitted), "images": len(samples)})
     median = {t: float(np.median(a)) for t, a in sorted(areas.items())}
     # a tag seen fewer than 3 times keeps the base scale
     zoom = {t: float(cfg.fine_zoom) for t, a in median.items()
             if zoom_on and len(areas[t]) >= 3 and a < cfg.fine_area}
     return {"tags": zoom, "median_area": median, "fine_zoom": cfg.fine_zoom, "fine_area": cfg.fine_area,
-            "inside": [{"child": c, "parent": p, "shares": v} for (c, p), v in sorted(inside.items())]}
+            "inside": [{"child": c, "parent": p, "shares": v} for (c, p), v in sorted(inside.items())],
+            "looks": looks}
 
 
 def calibrate(labeler: PseudoLabeler, records: list[dict], cfg: PseudoConfig,
@@ -511,7 +534,9 @@ def run_pseudolabels(manifest, tag_desc, align_ckpt, out, segmenter_ckpt=None, s
     (out / "parts").mkdir(parents=True, exist_ok=True)
     labeler = PseudoLabeler(model, bundle.preprocess, texts, cfg, segmenter=segmenter, device=device)
     candidates = nest_candidates([r["tags"] for r in records]) if cfg.cam.mode == "nesting" else set()
+    labeler.mutual = mutual_pairs([r["tags"] for r in records]) if cfg.mutual else {}
     zoom = shared_json(out / "zoom.json", lambda: calibrate_masks(labeler, records, cfg, candidates))
+    labeler.looks = {tuple(r["pair"]): tuple(r["looks"]) for r in zoom.get("looks", [])}
     nesting = shared_json(out / "nesting.json", lambda: {"pairs": sorted(decide_nests(
         {(r["child"], r["parent"]): r["shares"] for r in zoom.get("inside", [])}, cfg.nest_inside))})
     nests = {tuple(p) for p in nesting["pairs"]}
@@ -524,7 +549,6 @@ def run_pseudolabels(manifest, tag_desc, align_ckpt, out, segmenter_ckpt=None, s
         for (c, p) in sorted(nests, key=lambda cp: share.get(cp, 0.0)):
             if share.get((c, p), 0.0) >= cfg.part_inside:
                 labeler.parts[c] = p
-    labeler.mutual = mutual_pairs([r["tags"] for r in records]) if cfg.mutual else {}
     mine = shard_records(records, shard_t)
     if limit is not None:
         mine = mine[:limit]

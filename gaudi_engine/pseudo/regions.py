@@ -5,6 +5,8 @@ image's own edges (SegCLIP-style superpixel consistency), and the threshold is c
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 
@@ -85,18 +87,20 @@ def components(mask: np.ndarray, max_parts: int = 4, min_frac: float = 0.02) -> 
     return [lab == i for i in keep]
 
 
-def appearance_split(image: np.ndarray, labels: np.ndarray, union: np.ndarray, score_a: np.ndarray,
-                     score_b: np.ndarray, min_share: float = 0.05, min_delta_e: float = 12.0,
-                     iters: int = 10) -> tuple[np.ndarray, np.ndarray] | None:
-    """Split the pixels two tags share between them by looks: two colour clusters (weighted
-    k-means on the regions' mean CIELAB colours, seeded at the regions each tag's map favours
-    most over the other's), each cluster to the tag whose map prefers it more. None when the
-    union does not hold two distinct looks (clusters < `min_share` of it, or centres closer than
-    `min_delta_e`): then there is nothing to split on.
 
-    Why: `ocean` and `beach` come together in 94 % of the scenes that carry either, so image-level
-    tags cannot tell water from sand; Stage A maps `beach` as a band along the shoreline and
-    `ocean` over both. Their union is right, and water and sand look different."""
+class ColourClusters(NamedTuple):
+    centres: np.ndarray  # [2, 3] CIELAB means of the two clusters
+    pixels: tuple[np.ndarray, np.ndarray]  # each cluster's pixels (inside the union)
+    margin: float  # how much more a's map prefers cluster 0 over 1 than b's map does
+
+
+def colour_clusters(image: np.ndarray, labels: np.ndarray, union: np.ndarray, score_a: np.ndarray,
+                    score_b: np.ndarray, min_share: float = 0.05, min_delta_e: float = 12.0,
+                    iters: int = 10) -> ColourClusters | None:
+    """The two looks of the pixels two tags share: weighted k-means on the regions' mean CIELAB
+    colours, seeded at the regions each tag's map favours most over the other's. None when the
+    union does not hold two distinct looks (a cluster < `min_share` of it, or centres closer than
+    `min_delta_e`): then there is nothing to split on."""
     from skimage.color import rgb2lab
 
     ids = np.unique(labels[union])
@@ -119,17 +123,64 @@ def appearance_split(image: np.ndarray, labels: np.ndarray, union: np.ndarray, s
     share = np.array([counts[assign == c].sum() for c in range(2)]) / counts.sum()
     if share.min() < min_share or float(np.linalg.norm(centres[0] - centres[1])) < min_delta_e:
         return None
-    mean_a = region_means(score_a, labels)[0][ids]
-    mean_b = region_means(score_b, labels)[0][ids]
 
-    def cluster_mean(v: np.ndarray, c: int) -> float:
-        w = counts * (assign == c)
-        return float((v * w).sum() / max(w.sum(), 1e-9))
+    def pref(score: np.ndarray) -> float:  # the map's mean on cluster 0 minus on cluster 1
+        means = region_means(score, labels)[0][ids]
+        m = [float((means * counts * (assign == c)).sum() / (counts * (assign == c)).sum()) for c in range(2)]
+        return m[0] - m[1]
 
-    # cluster 0 goes to a when a's map prefers it over cluster 1 more than b's map does
-    a_takes_0 = (cluster_mean(mean_a, 0) - cluster_mean(mean_a, 1)) >= (cluster_mean(mean_b, 0) - cluster_mean(mean_b, 1))
     region_cluster = np.full(n, -1)
     region_cluster[ids] = assign
     pix = region_cluster[labels]
-    to_a = 0 if a_takes_0 else 1
-    return union & (pix == to_a), union & (pix == 1 - to_a)
+    return ColourClusters(centres, (union & (pix == 0), union & (pix == 1)), pref(score_a) - pref(score_b))
+
+
+Look = dict  # {"mean": [L, a, b], "var": [...]}: a Gaussian over a tag's cluster colours
+
+
+def look_llr(look_a: Look, look_b: Look, centres: np.ndarray) -> float:
+    """Log-likelihood that cluster 0 looks like a and cluster 1 like b, minus the swap."""
+    def ll(look: Look, c: np.ndarray) -> float:
+        mean, var = np.asarray(look["mean"]), np.asarray(look["var"])
+        return float(-0.5 * (((c - mean) ** 2) / var + np.log(var)).sum())
+
+    return ll(look_a, centres[0]) + ll(look_b, centres[1]) - ll(look_a, centres[1]) - ll(look_b, centres[0])
+
+
+def fit_looks(samples: list[tuple[np.ndarray, float]], iters: int = 10, min_var: float = 25.0
+              ) -> tuple[Look, Look] | None:
+    """Each tag's look from many images' cluster pairs (centres [2,3], map margin): start from
+    what the maps say (margin > 0: cluster 0 is a's), fit a Gaussian per tag, reassign every image
+    by the looks, repeat. The maps are right in most images, so the looks come out right and then
+    overrule the maps where they are wrong (a thin night sea whose `ocean` map sits on the sand)."""
+    if len(samples) < 4:
+        return None
+    cs = np.stack([c for c, _ in samples])  # [N, 2, 3]
+    a_takes_0 = np.array([m > 0 for _, m in samples])
+    looks = None
+    for _ in range(iters):
+        a = np.where(a_takes_0[:, None], cs[:, 0], cs[:, 1])
+        b = np.where(a_takes_0[:, None], cs[:, 1], cs[:, 0])
+        looks = tuple({"mean": v.mean(0).tolist(), "var": np.maximum(v.var(0), min_var).tolist()} for v in (a, b))
+        new = np.array([look_llr(looks[0], looks[1], c) > 0 for c in cs])
+        if (new == a_takes_0).all():
+            break
+        a_takes_0 = new
+    return looks
+
+
+def appearance_split(image: np.ndarray, labels: np.ndarray, union: np.ndarray, score_a: np.ndarray,
+                     score_b: np.ndarray, looks: tuple[Look, Look] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Split the pixels two tags share between them by looks: the union's two colour clusters
+    (`colour_clusters`), each to the tag whose look (`fit_looks`, when known) it matches, else to
+    the tag whose map prefers it more. None when the union has one look only.
+
+    Why: `ocean` and `beach` come together in 94 % of the scenes that carry either, so image-level
+    tags cannot tell water from sand; Stage A maps `beach` as a band along the shoreline and
+    `ocean` over both. Their union is right, and water and sand look different."""
+    cl = colour_clusters(image, labels, union, score_a, score_b)
+    if cl is None:
+        return None
+    a_takes_0 = look_llr(looks[0], looks[1], cl.centres) > 0 if looks else cl.margin >= 0
+    return cl.pixels if a_takes_0 else cl.pixels[::-1]

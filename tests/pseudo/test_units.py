@@ -284,6 +284,36 @@ def test_appearance_split_gives_each_look_to_the_tag_whose_map_prefers_it():
     assert (same[0] == masks["ocean"]).all() and (same[1] == masks["beach"]).all()
 
 
+def test_fit_looks_learns_each_tags_colour_and_overrules_a_wrong_map():
+    """Most images' maps say the blue cluster is `ocean`; the looks fitted from them (one flipped
+    image among them) then give the blue cluster to `ocean` even where that image's map prefers the
+    sand (a thin night sea)."""
+    from gaudi_engine.pseudo.regions import appearance_split, fit_looks, look_llr, superpixels
+
+    rng = np.random.default_rng(1)
+    water, sand = np.array([45.0, 0.0, -35.0]), np.array([80.0, 2.0, 30.0])
+    samples = []
+    for i in range(12):
+        c = np.stack([water + rng.normal(0, 4, 3), sand + rng.normal(0, 4, 3)])
+        samples.append((c, -0.2 if i == 3 else 0.3))  # cluster 0 is water; image 3's maps disagree
+    assert fit_looks(samples[:3]) is None  # too few images to learn a look from
+    ocean_look, beach_look = fit_looks(samples)
+    assert np.allclose(ocean_look["mean"], water, atol=4) and np.allclose(beach_look["mean"], sand, atol=4)
+    assert look_llr(ocean_look, beach_look, samples[3][0]) > 0 > look_llr(beach_look, ocean_look, samples[3][0])
+    h, w = 40, 40
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:20], img[20:] = (30, 60, 140), (200, 190, 120)  # a dark sea over sand
+    labels = superpixels(img, "felzenszwalb")
+    rows = np.arange(h)[:, None] * np.ones((1, w))
+    ocean = np.where(rows < 20, 0.3, 0.9)  # this image's ocean map sits on the sand
+    beach = np.full((h, w), 0.5)
+    union = np.ones((h, w), bool)
+    by_map = appearance_split(img, labels, union, ocean, beach)
+    assert by_map[0][20:].all()  # the map alone gives the sand to ocean
+    m_ocean, m_beach = appearance_split(img, labels, union, ocean, beach, (ocean_look, beach_look))
+    assert m_ocean[:20].all() and not m_ocean[20:].any() and m_beach[20:].all()
+
+
 def test_split_mutual_gives_each_shared_pixel_to_the_tag_it_is_typical_of():
     """Stage A gives `ocean` both bands (water 0.5, sand 0.3) and `beach` only the sand (0.25, with
     one hot speck at 0.9): on the raw scale ocean wins the sand, on the maxima the speck makes beach
