@@ -413,3 +413,21 @@ def test_round_two_reads_the_segmenter_alone():
     assert sm.maps.shape == (2, 30, 40) and np.allclose(sm.peaks, 1.0)
     assert masks[0][:, :20].all() and not masks[0][:, 20:].any() and masks[1][:, 20:].all()
     assert sm.views.shape[:2] == (2, 2)  # (plain, flipped) x tags
+
+
+def test_round_two_takes_the_regions_infer_takes(monkeypatch):
+    """The CAM is blurrier than a segmenter: round 1 averages it in regions twice `infer`'s
+    felzenszwalb scale, round 2 (the segmenter alone) in `infer`'s own."""
+    from PIL import Image
+
+    import gaudi_engine.pseudo.pipeline as pl
+    from gaudi_engine.pseudo.pipeline import PseudoConfig, PseudoLabeler
+
+    seen = []
+    monkeypatch.setattr(pl, "superpixels", lambda image, method, coarse=1.0: seen.append(coarse) or np.zeros(image.shape[:2], int))
+    image = Image.new("RGB", (16, 16))
+    cfg = PseudoConfig()
+    PseudoLabeler(None, {}, None, cfg).superpixels(image)
+    PseudoLabeler(None, {}, None, cfg, segmenter=object()).superpixels(image)
+    PseudoLabeler(None, {}, None, PseudoConfig(seg_weight=0.5), segmenter=object()).superpixels(image)  # fused: a CAM
+    assert seen == [cfg.region_coarse, cfg.seg_region_coarse, cfg.region_coarse] and cfg.region_coarse != cfg.seg_region_coarse
