@@ -174,6 +174,7 @@ def run_quality_bench(work_dir, n_train: int = 600, n_test: int = 200, size=(128
             "no fine zoom for small things": PseudoConfig(fine_zoom=None),
             "zoomed parts keep the zoom in a big whole": PseudoConfig(part_inside=None),
             "two tags that imply each other left alone (no colour split)": PseudoConfig(mutual=None),
+            "nested things that are no part joined to their whole (no occluder cut)": PseudoConfig(cut_occluders=False),
             "priority to the specific one of two tags that imply each other (opt-in)": PseudoConfig(mutual="priority"),
             "relative split of two tags that imply each other (opt-in)": PseudoConfig(mutual="relative"),
             "region-level rejection of parts (opt-in)": PseudoConfig(validators=ValidatorConfig(region_level=True)),

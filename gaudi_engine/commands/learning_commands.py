@@ -87,7 +87,7 @@ def cmd_pseudolabels(args) -> int:
         base += ["--no-validators"] if args.no_validators else []
         base += ["--validator-policy", args.validator_policy, "--reject-quantile", str(args.reject_quantile)]
         base += ["--fine-zoom", str(args.fine_zoom)]
-        base += ["--mutual", args.mutual]
+        base += ["--mutual", args.mutual, "--occluders", args.occluders]
         base += ["--progress-jsonl", args.progress_jsonl] if getattr(args, "progress_jsonl", None) else []
         procs = []
         for j in range(args.workers):
@@ -104,7 +104,8 @@ def cmd_pseudolabels(args) -> int:
         enabled=not args.no_validators, policy=args.validator_policy, reject_quantile=args.reject_quantile),
                        affinity=not args.no_affinity, regions=None if args.regions == "none" else args.regions,
                        fine_zoom=args.fine_zoom,
-                       mutual=None if args.mutual == "none" else args.mutual)
+                       mutual=None if args.mutual == "none" else args.mutual,
+                       cut_occluders=args.occluders == "cut")
     summary = run_pseudolabels(manifest, tag_desc, align, out, segmenter_ckpt=seg, shard=shard,
                                device=_device(args.device), config=cfg, limit=args.limit)
     print(f"pseudolabels: {summary['processed']} posts labelled, {summary['skipped_done']} already done, "
@@ -219,6 +220,10 @@ def register(add_command) -> None:
                         "shared pixels to the tag seen less often alone (beach); relative gives each "
                         "pixel to the tag it is more typical of; none leaves both masks alone "
                         "(BENCHMARKS.md)")
+    p.add_argument("--occluders", choices=["cut", "join"], default="cut",
+                   help="a tag that nests in another on the first posts but is no part of it (lies "
+                        "< 70%% inside: a cloud in the sky, a flower on the grass) stands in front: "
+                        "cut (default) takes its mask out of the other's; join adds it, as a part's is")
     p.add_argument("--limit", type=int, help="at most this many posts (of this shard)")
 
     p = add_command(

@@ -77,6 +77,9 @@ class PseudoConfig:
     part_inside: float | None = 0.7  # ... unless it is a part (lies this much inside its whole) of a
     # whole big enough in this image that the part is not small (a big girl's dress; None: never)
     nest_inside: float = 0.5  # a candidate part nests when its mask lies this much inside its whole's
+    cut_occluders: bool = True  # a nested tag that is no part (lies < part_inside inside: a cloud in
+    # the sky, a flower on the grass) stands in front of its whole: its mask is cut out of the
+    # whole's, where a part's joins it (150 posts: sky 0.81 -> 0.88, grass 0.90 -> 0.92 all masks)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -160,6 +163,7 @@ class PseudoLabeler:
         self.mutual: dict[tuple[str, str], float] = {}  # tags that imply each other (`mutual_pairs`)
         self.median_area: dict[str, float] = {}  # tag -> typical mask area (from `calibrate_masks`)
         self.parts: dict[str, str] = {}  # part -> whole: nests that lie >= cfg.part_inside inside
+        self.occluders: set[tuple[str, str]] = set()  # (thing, stuff): nests that are no part
         self.looks: dict[tuple[str, str], tuple] = {}  # mutual pair -> each tag's look (`fit_looks`)
 
     @torch.no_grad()
@@ -257,9 +261,7 @@ class PseudoLabeler:
             for (a, b), gap in self.mutual.items():
                 if a in masks and b in masks:
                     masks[a], masks[b] = self.resolve_mutual(masks, raw, a, b, gap, image, labels)
-        for c, p in self.nests:  # a part's pixels are its whole's (a dress is 1girl)
-            if c in masks and p in masks:
-                masks[p] = masks[p] | masks[c]
+        masks = apply_nesting(masks, self.nests, self.occluders)
         text = self.texts.get(tags)
 
         def score_fn(batch: torch.Tensor) -> torch.Tensor:
@@ -327,6 +329,17 @@ def split_mutual(mask_a: np.ndarray, mask_b: np.ndarray, raw_a: np.ndarray, raw_
     na = raw_a / robust_peak(raw_a, area_a, frac)
     nb = raw_b / robust_peak(raw_b, area_b, frac)
     return mask_a & (na >= nb), mask_b & (nb > na)
+
+
+def apply_nesting(masks: dict[str, np.ndarray], nests: set[tuple[str, str]],
+                  occluders: set[tuple[str, str]] = frozenset()) -> dict[str, np.ndarray]:
+    """A part's pixels are its whole's (a dress is 1girl); a nested tag that is no part (an
+    occluder: a cloud in the sky) stands in front of its whole and is cut out of it."""
+    out = dict(masks)
+    for c, p in sorted(nests):
+        if c in masks and p in masks:
+            out[p] = out[p] & ~masks[c] if (c, p) in occluders else out[p] | masks[c]
+    return out
 
 
 def _write_png(path: Path, arr: np.ndarray) -> None:
@@ -551,6 +564,8 @@ def run_pseudolabels(manifest, tag_desc, align_ckpt, out, segmenter_ckpt=None, s
         for (c, p) in sorted(nests, key=lambda cp: share.get(cp, 0.0)):
             if share.get((c, p), 0.0) >= cfg.part_inside:
                 labeler.parts[c] = p
+            elif cfg.cut_occluders:
+                labeler.occluders.add((c, p))
     mine = shard_records(records, shard_t)
     if limit is not None:
         mine = mine[:limit]
@@ -569,7 +584,7 @@ def run_pseudolabels(manifest, tag_desc, align_ckpt, out, segmenter_ckpt=None, s
     run_config = {"align_ckpt": str(align_ckpt), "segmenter_ckpt": str(segmenter_ckpt) if segmenter_ckpt else None,
                   "manifest": str(manifest), "round": round_, "pseudo": cfg.to_dict(),
                   "mutual_pairs": [[a, b, round(g, 3)] for (a, b), g in sorted(labeler.mutual.items())],
-                  "parts": labeler.parts}
+                  "parts": labeler.parts, "occluders": sorted(labeler.occluders)}
     atomic_write_text(out / "config.json", json.dumps(run_config, indent=1, default=str))
     part = out / "parts" / f"shard-{shard_t[0]}-of-{shard_t[1]}.jsonl"
     n_masks = n_acc = skipped = 0

@@ -431,3 +431,20 @@ def test_round_two_takes_the_regions_infer_takes(monkeypatch):
     PseudoLabeler(None, {}, None, cfg, segmenter=object()).superpixels(image)
     PseudoLabeler(None, {}, None, PseudoConfig(seg_weight=0.5), segmenter=object()).superpixels(image)  # fused: a CAM
     assert seen == [cfg.region_coarse, cfg.seg_region_coarse, cfg.region_coarse] and cfg.region_coarse != cfg.seg_region_coarse
+
+
+def test_nesting_joins_parts_and_cuts_occluders():
+    """A part (dress in 1girl) joins its whole's mask; an occluder (a cloud nested in the sky by
+    its halo, but no part of it) is cut out of the whole's."""
+    from gaudi_engine.pseudo.pipeline import apply_nesting
+
+    m = {t: np.zeros((4, 4), bool) for t in ("1girl", "dress", "sky", "cloud", "sun")}
+    m["1girl"][:2] = True
+    m["dress"][2:3] = True
+    m["sky"][:] = True
+    m["cloud"][0, :2] = True
+    out = apply_nesting(m, {("dress", "1girl"), ("cloud", "sky"), ("moon", "sky")}, occluders={("cloud", "sky")})
+    assert out["1girl"][:3].all() and not out["1girl"][3].any()
+    assert not out["sky"][0, :2].any() and out["sky"].sum() == 14
+    assert out["cloud"].sum() == 2 and out["sun"].sum() == 0 and m["sky"].all()  # inputs untouched
+    assert apply_nesting(m, {("cloud", "sky")})["sky"].all()  # no occluders: the old union
