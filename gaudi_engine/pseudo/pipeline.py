@@ -77,6 +77,7 @@ class PseudoConfig:
     part_inside: float | None = 0.7  # ... unless it is a part (lies this much inside its whole) of a
     # whole big enough in this image that the part is not small (a big girl's dress; None: never)
     nest_inside: float = 0.5  # a candidate part nests when its mask lies this much inside its whole's
+    inherit_structure: bool = True  # round 2 reuses round 1's zoom.json and nesting.json
     cut_occluders: bool = True  # a nested tag that is no part (lies < part_inside inside: a cloud in
     # the sky, a flower on the grass) stands in front of its whole: its mask is cut out of the
     # whole's, where a part's joins it (150 posts: sky 0.81 -> 0.88, grass 0.90 -> 0.92 all masks)
@@ -512,6 +513,26 @@ def calibrate(labeler: PseudoLabeler, records: list[dict], cfg: PseudoConfig,
     return calibrate_floors(qualities, cfg.validators.reject_quantile), kept
 
 
+STRUCTURE_FILES = ("zoom.json", "nesting.json")
+
+
+def inherit_structure(seg_train_config: dict, out: Path) -> list[str]:
+    """Round 2 takes round 1's run-level decisions (which tags nest, which are parts and which
+    occluders, the looks of tags that imply each other) from the pseudo-mask run the segmenter
+    was trained on: how tags relate does not change between rounds, and the segmenter's own
+    maps blur them (a hat half inside the girl made it an occluder of `1girl`; a moon learned
+    over the sky made it a part). Returns the files copied; none when that run is not at hand
+    (an oracle segmenter, a moved folder): then they are measured anew."""
+    src = (seg_train_config.get("extra") or {}).get("pseudomasks")
+    copied = []
+    for name in STRUCTURE_FILES:
+        f = Path(src) / name if src else None
+        if f is not None and f.is_file() and not (out / name).exists():
+            atomic_write_text(out / name, f.read_text())
+            copied.append(name)
+    return copied
+
+
 def shared_json(path: Path, compute) -> dict:
     """A run-level decision every shard and every rerun must share (nesting pairs, zoomed tags,
     validator floors): read it when a shard or an earlier run already wrote it, else compute it
@@ -543,10 +564,13 @@ def run_pseudolabels(manifest, tag_desc, align_ckpt, out, segmenter_ckpt=None, s
     if segmenter_ckpt:
         from ..models.segmenter import load_segmenter
 
-        segmenter = load_segmenter(segmenter_ckpt, device).model
+        seg_bundle = load_segmenter(segmenter_ckpt, device)
+        segmenter = seg_bundle.model
         round_ = 2
     out = Path(out)
     (out / "parts").mkdir(parents=True, exist_ok=True)
+    if segmenter is not None and cfg.inherit_structure:
+        inherit_structure(seg_bundle.config, out)
     labeler = PseudoLabeler(model, bundle.preprocess, texts, cfg, segmenter=segmenter, device=device)
     candidates = nest_candidates([r["tags"] for r in records]) if cfg.cam.mode == "nesting" else set()
     labeler.mutual = mutual_pairs([r["tags"] for r in records]) if cfg.mutual else {}

@@ -448,3 +448,27 @@ def test_nesting_joins_parts_and_cuts_occluders():
     assert not out["sky"][0, :2].any() and out["sky"].sum() == 14
     assert out["cloud"].sum() == 2 and out["sun"].sum() == 0 and m["sky"].all()  # inputs untouched
     assert apply_nesting(m, {("cloud", "sky")})["sky"].all()  # no occluders: the old union
+
+
+def test_round_two_inherits_round_ones_structure(tmp_path):
+    """Round 2 copies round 1's zoom.json / nesting.json from the run its segmenter was trained
+    on (not calibration.json: the validator floors are per round); an oracle segmenter, or a
+    round-1 folder that is gone, leaves them to be measured anew."""
+    from gaudi_engine.pseudo.pipeline import inherit_structure
+
+    v1, v2 = tmp_path / "v1", tmp_path / "v2"
+    v1.mkdir(), v2.mkdir()
+    (v1 / "zoom.json").write_text('{"tags": {"hat": 2.0}}')
+    (v1 / "nesting.json").write_text('{"pairs": [["dress", "1girl"]]}')
+    (v1 / "calibration.json").write_text("{}")
+    assert inherit_structure({"extra": {"pseudomasks": str(v1)}}, v2) == ["zoom.json", "nesting.json"]
+    assert (v2 / "nesting.json").read_text() == (v1 / "nesting.json").read_text()
+    assert not (v2 / "calibration.json").exists()
+    (v1 / "nesting.json").write_text('{"pairs": []}')  # a rerun keeps what round 2 already used
+    assert inherit_structure({"extra": {"pseudomasks": str(v1)}}, v2) == []
+    assert "dress" in (v2 / "nesting.json").read_text()
+    fresh = tmp_path / "v2b"
+    fresh.mkdir()
+    assert inherit_structure({"extra": {"pseudomasks": None}}, fresh) == []
+    assert inherit_structure({"extra": {"pseudomasks": str(tmp_path / "gone")}}, fresh) == []
+    assert inherit_structure({}, fresh) == [] and not any(fresh.iterdir())
