@@ -65,8 +65,9 @@ class PseudoConfig:
     threshold_range: tuple[float, float] = (0.3, 0.7)  # the adaptive threshold's clip
     otsu_weight: float = 0.5  # adaptive threshold = w * Otsu + (1 - w) * 0.5
     exclusive: float = 0.0  # a tag drops pixels where a competitor scores > 1/this times higher
-    mutual: str | None = "appearance"  # tags that imply each other (`resolve_mutual`): "appearance"
-    # splits their union by colour; "priority" | "relative" (each held on one Stage A run only) | None
+    mutual: str | None = None  # tags that imply each other (`resolve_mutual`), all opt-in: "appearance"
+    # splits their union by colour (demo Stage A: ocean s2 0.30 -> 0.80; the benchmark's: the looks
+    # came out swapped, ocean and beach -> 0.0); "priority" | "relative" (each held on one Stage A only)
     mutual_min_gap: float = 0.02  # a split needs one tag seen alone this much more often (not synonyms)
     mutual_peak_frac: float = 0.25  # "relative": each map compared to its level at this share of its typical area
     max_norm: float | None = 0.6  # divide each present tag's map by max(its maximum, this)
@@ -78,9 +79,9 @@ class PseudoConfig:
     # whole big enough in this image that the part is not small (a big girl's dress; None: never)
     nest_inside: float = 0.5  # a candidate part nests when its mask lies this much inside its whole's
     inherit_structure: bool = True  # round 2 reuses round 1's zoom.json and nesting.json
-    cut_occluders: bool = True  # a nested tag that is no part (lies < part_inside inside: a cloud in
-    # the sky, a flower on the grass) stands in front of its whole: its mask is cut out of the
-    # whole's, where a part's joins it (150 posts: sky 0.81 -> 0.88, grass 0.90 -> 0.92 all masks)
+    cut_occluders: bool = False  # opt-in: a nested tag that is no part (lies < part_inside inside: a
+    # cloud in the sky) stands in front of its whole: its mask is cut out of the whole's (demo Stage A:
+    # sky s2 0.88 -> 0.96; the benchmark's: long_hair fell under 0.7 and was cut out of 1girl)
 
     def to_dict(self) -> dict:
         return asdict(self)

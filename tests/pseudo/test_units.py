@@ -239,7 +239,7 @@ def test_resolve_mutual_priority_gives_shared_pixels_to_the_specific_tag():
     beach_mask = sand & (np.arange(w) < 8)  # a weak beach map: part of the sand
     masks = {"ocean": water | sand, "beach": beach_mask}
     raw = {"ocean": np.where(water, 0.5, 0.3), "beach": np.where(sand, 0.2, 0.05)}
-    assert PseudoConfig().mutual == "appearance"  # priority and relative are opt-in
+    assert PseudoConfig().mutual is None and not PseudoConfig().cut_occluders  # every split is opt-in
     lab = PseudoLabeler(None, {}, None, PseudoConfig(mutual="priority"))
     m_ocean, m_beach = lab.resolve_mutual(masks, raw, "ocean", "beach", gap=0.06)
     assert (m_beach == beach_mask).all() and (m_ocean == (water | sand) & ~beach_mask).all()
