@@ -1,6 +1,7 @@
 """`gaudi pseudolabels`: text-CAM -> affinity -> regions -> validators, for every post's tags.
 Round 2 (`segmenter_ckpt`, self-training as in MaskCLIP+): the round-1 segmenter's probabilities
-replace the CAM -> affinity part; regions and validators are the same.
+replace the CAM -> affinity part; regions (at `infer`'s scale) and validators are the same, and
+round 1's `zoom.json` / `nesting.json` are copied from the run the segmenter was trained on.
 
 Output (DESIGN §6), in `out/`:
   masks/<post_id>/<tag>.png      accepted masks (0/255, image size)
@@ -340,7 +341,8 @@ def apply_nesting(masks: dict[str, np.ndarray], nests: set[tuple[str, str]],
     out = dict(masks)
     for c, p in sorted(nests):
         if c in masks and p in masks:
-            out[p] = out[p] & ~masks[c] if (c, p) in occluders else out[p] | masks[c]
+            # out[c]: a part of a part joins the whole too, as the in-place loop this replaced did
+            out[p] = out[p] & ~out[c] if (c, p) in occluders else out[p] | out[c]
     return out
 
 
