@@ -213,18 +213,18 @@ def register(add_command) -> None:
                    help="small things (median mask under 12%% of the image on the first posts) are "
                         "mapped on the image enlarged this much; 1 = every tag at the base scale "
                         "(default 2)")
-    p.add_argument("--mutual", choices=["appearance", "priority", "relative", "none"], default="none",
+    p.add_argument("--mutual", choices=["appearance", "priority", "relative", "none"], default="appearance",
                    help="tags that imply each other (ocean/beach: >= 90%% co-occurrence both ways): "
-                        "appearance splits the pixels either mask claims into two colour "
-                        "clusters and gives each to the tag whose look it matches; priority gives the "
-                        "shared pixels to the tag seen less often alone (beach); relative gives each "
-                        "pixel to the tag it is more typical of; none (default) leaves both masks alone; "
-                        "each split won on one Stage A run and lost on another (BENCHMARKS.md)")
-    p.add_argument("--occluders", choices=["cut", "join"], default="join",
-                   help="a tag that nests in another on the first posts but is no part of it (lies "
-                        "< 70%% inside: a cloud in the sky, a flower on the grass) stands in front: "
-                        "cut takes its mask out of the other's; join (default) adds it, as a part's is "
-                        "(cut is opt-in: BENCHMARKS.md)")
+                        "appearance (default) splits the pixels either mask claims into two colour "
+                        "clusters and gives each to the tag whose look it matches, the looks oriented "
+                        "by the posts that show the broad tag alone (ocean without beach); priority "
+                        "gives the shared pixels to the tag seen less often alone (beach); relative "
+                        "gives each pixel to the tag it is more typical of; none leaves both alone")
+    p.add_argument("--occluders", choices=["cut", "join"], default="cut",
+                   help="a thing nested in stuff on the first posts (a cloud in the sky, a tree on the "
+                        "grass; stuff: median mask >= 25%% of the image) stands in front of it: cut "
+                        "(default) takes its mask out of the stuff's, as COCO's panoptic masks do; "
+                        "join adds it, as a part's (a dress in 1girl) always is")
     p.add_argument("--limit", type=int, help="at most this many posts (of this shard)")
 
     p = add_command(

@@ -38,7 +38,7 @@ from ..progress import Progress
 from . import affinity as aff
 from .cam import CamConfig, competitor_matrix, decide_nests, load_rgb, mutual_pairs, nest_candidates, prepare_image, \
     tag_probabilities, text_cam
-from .regions import appearance_split, colour_clusters, fit_looks, regions_mask, superpixels
+from .regions import appearance_split, colour_clusters, fit_looks, mean_lab, regions_mask, solo_look, superpixels
 from .validators import ValidatorConfig, apply_floor, calibrate_floors, quality_score, validate_image
 from ..fileio import atomic_write_text
 
@@ -66,9 +66,11 @@ class PseudoConfig:
     threshold_range: tuple[float, float] = (0.3, 0.7)  # the adaptive threshold's clip
     otsu_weight: float = 0.5  # adaptive threshold = w * Otsu + (1 - w) * 0.5
     exclusive: float = 0.0  # a tag drops pixels where a competitor scores > 1/this times higher
-    mutual: str | None = None  # tags that imply each other (`resolve_mutual`), all opt-in: "appearance"
-    # splits their union by colour (demo Stage A: ocean s2 0.30 -> 0.80; the benchmark's: the looks
-    # came out swapped, ocean and beach -> 0.0); "priority" | "relative" (each held on one Stage A only)
+    mutual: str | None = "appearance"  # tags that imply each other (`resolve_mutual`): "appearance"
+    # splits their union by colour, its looks oriented by the broad tag seen alone (150 posts, three
+    # Stage A runs: ocean 0.26-0.39 -> 0.71-0.85, beach -> 0.91-0.98); "priority" | "relative" (each
+    # held on one Stage A only) | None
+    solo_sample: int = 32  # posts showing the broad one of two such tags alone, to orient their looks
     mutual_min_gap: float = 0.02  # a split needs one tag seen alone this much more often (not synonyms)
     mutual_peak_frac: float = 0.25  # "relative": each map compared to its level at this share of its typical area
     max_norm: float | None = 0.6  # divide each present tag's map by max(its maximum, this)
@@ -79,10 +81,13 @@ class PseudoConfig:
     part_inside: float | None = 0.7  # ... unless it is a part (lies this much inside its whole) of a
     # whole big enough in this image that the part is not small (a big girl's dress; None: never)
     nest_inside: float = 0.5  # a candidate part nests when its mask lies this much inside its whole's
+    thing_nest_inside: float = 0.25  # ... this much, for a thing in a thing (hat in 1girl: 0.33-0.47)
     inherit_structure: bool = True  # round 2 reuses round 1's zoom.json and nesting.json
-    cut_occluders: bool = False  # opt-in: a nested tag that is no part (lies < part_inside inside: a
-    # cloud in the sky) stands in front of its whole: its mask is cut out of the whole's (demo Stage A:
-    # sky s2 0.88 -> 0.96; the benchmark's: long_hair fell under 0.7 and was cut out of 1girl)
+    cut_occluders: bool = True  # a thing nested in stuff (a cloud in the sky, a tree on the grass)
+    # stands in front of it: its mask is cut out of the stuff's, as COCO's panoptic masks do; parts of
+    # a thing (a dress, a hat: what a character wears) and kinds of stuff (starry_sky) join their whole
+    stuff_area: float = 0.25  # "stuff": a tag whose median round-1 mask covers at least this share
+    # (SynthBooru: sky, grass, ocean 0.41-0.51, simple_background 0.70-0.78; 1girl 0.13-0.15)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -334,6 +339,18 @@ def split_mutual(mask_a: np.ndarray, mask_b: np.ndarray, raw_a: np.ndarray, raw_
     return mask_a & (na >= nb), mask_b & (nb > na)
 
 
+def occluder_nests(nests: set[tuple[str, str]], median_area: dict[str, float],
+                   stuff_area: float = 0.25) -> set[tuple[str, str]]:
+    """The nests that are a thing in front of stuff (COCO's panoptic convention: stuff masks
+    exclude the things on them): the whole's median mask covers >= `stuff_area`, the child's less.
+    Containment could not tell them from parts: on two Stage A runs hat lay 0.47 / 0.33 inside
+    1girl, cloud 0.54 / 0.51 inside sky, long_hair 0.72 / 0.59."""
+    def stuff(t: str) -> bool:
+        return median_area.get(t, 0.0) >= stuff_area
+
+    return {(c, p) for c, p in nests if stuff(p) and not stuff(c)}
+
+
 def apply_nesting(masks: dict[str, np.ndarray], nests: set[tuple[str, str]],
                   occluders: set[tuple[str, str]] = frozenset()) -> dict[str, np.ndarray]:
     """A part's pixels are its whole's (a dress is 1girl); a nested tag that is no part (an
@@ -483,12 +500,14 @@ def calibrate_masks(labeler: PseudoLabeler, records: list[dict], cfg: PseudoConf
                 cl = colour_clusters(np.asarray(image), labels, masks[a] | masks[b], *raw)
                 if cl is not None:
                     clusters.setdefault((a, b), []).append((cl.centres, cl.margin))
+    anchors = {(a, b): solo_look(solo_colours(labeler, records, a, b, cfg.solo_sample)) for a, b in pairs}
     labeler.zoom, labeler.nests = saved
     looks = []
     for (a, b), samples in sorted(clusters.items()):
-        fitted = fit_looks(samples)
+        fitted = fit_looks(samples, anchor=anchors.get((a, b)))
         if fitted is not None:
-            looks.append({"pair": [a, b], "looks": list(fitted), "images": len(samples)})
+            looks.append({"pair": [a, b], "looks": list(fitted), "images": len(samples),
+                          "anchor": anchors.get((a, b))})
     median = {t: float(np.median(a)) for t, a in sorted(areas.items())}
     # a tag seen fewer than 3 times keeps the base scale
     zoom = {t: float(cfg.fine_zoom) for t, a in median.items()
@@ -496,6 +515,28 @@ def calibrate_masks(labeler: PseudoLabeler, records: list[dict], cfg: PseudoConf
     return {"tags": zoom, "median_area": median, "fine_zoom": cfg.fine_zoom, "fine_area": cfg.fine_area,
             "inside": [{"child": c, "parent": p, "shares": v} for (c, p), v in sorted(inside.items())],
             "looks": looks}
+
+
+def solo_colours(labeler: PseudoLabeler, records: list[dict], broad: str, specific: str,
+                 limit: int = 32) -> list[np.ndarray]:
+    """Mean CIELAB colour of `broad`'s mask in the (first `limit`, by post_id) posts of the whole
+    manifest that carry it without `specific`: the only images that show what `broad` alone
+    looks like (`ocean` without `beach`: 7-9 of 600 SynthBooru scenes)."""
+    out = []
+    solo = [r for r in sorted(records, key=lambda r: r["post_id"])
+            if broad in r["tags"] and specific not in r["tags"]][:limit]
+    for rec in solo:
+        try:
+            image = load_rgb(rec["image_path"])
+        except ValueError:
+            continue
+        tags = [t for t in dict.fromkeys(rec["tags"]) if t]
+        sm = labeler.score_maps(image, tags)
+        mask, _, _ = labeler.region_masks(image, sm.maps[[tags.index(broad)]], labeler.superpixels(image))[0]
+        colour = mean_lab(np.asarray(image), mask)
+        if colour is not None:
+            out.append(colour)
+    return out
 
 
 def calibrate(labeler: PseudoLabeler, records: list[dict], cfg: PseudoConfig,
@@ -579,20 +620,22 @@ def run_pseudolabels(manifest, tag_desc, align_ckpt, out, segmenter_ckpt=None, s
     labeler.mutual = mutual_pairs([r["tags"] for r in records]) if cfg.mutual else {}
     zoom = shared_json(out / "zoom.json", lambda: calibrate_masks(labeler, records, cfg, candidates))
     labeler.looks = {tuple(r["pair"]): tuple(r["looks"]) for r in zoom.get("looks", [])}
+    things = {t for t, a in zoom.get("median_area", {}).items() if a < cfg.stuff_area}
     nesting = shared_json(out / "nesting.json", lambda: {"pairs": sorted(decide_nests(
-        {(r["child"], r["parent"]): r["shares"] for r in zoom.get("inside", [])}, cfg.nest_inside))})
+        {(r["child"], r["parent"]): r["shares"] for r in zoom.get("inside", [])}, cfg.nest_inside,
+        things=things, thing_inside=cfg.thing_nest_inside))})
     nests = {tuple(p) for p in nesting["pairs"]}
     labeler.nests = nests
     labeler.zoom = {t: float(z) for t, z in zoom["tags"].items()}
     labeler.median_area = {t: float(a) for t, a in zoom.get("median_area", {}).items()}
-    if cfg.part_inside is not None:  # the true parts: dress 0.85, long_hair 0.76 inside 1girl (not the
-        # halos that also nest: flower 0.64 in grass, cloud 0.51 in sky)
+    if cfg.part_inside is not None:  # the parts that lie well inside: dress 0.85, long_hair 0.76 in
+        # 1girl (not the halos that also nest: flower 0.64 in grass, cloud 0.51 in sky)
         share = {(r["child"], r["parent"]): float(np.mean(r["shares"])) for r in zoom.get("inside", [])}
         for (c, p) in sorted(nests, key=lambda cp: share.get(cp, 0.0)):
             if share.get((c, p), 0.0) >= cfg.part_inside:
                 labeler.parts[c] = p
-            elif cfg.cut_occluders:
-                labeler.occluders.add((c, p))
+    if cfg.cut_occluders:
+        labeler.occluders = occluder_nests(nests, labeler.median_area, cfg.stuff_area)
     mine = shard_records(records, shard_t)
     if limit is not None:
         mine = mine[:limit]

@@ -138,25 +138,52 @@ def colour_clusters(image: np.ndarray, labels: np.ndarray, union: np.ndarray, sc
 Look = dict  # {"mean": [L, a, b], "var": [...]}: a Gaussian over a tag's cluster colours
 
 
+def look_ll(look: Look, c: np.ndarray) -> float:
+    """Log-likelihood (up to a constant) of a CIELAB colour under a look's diagonal Gaussian."""
+    mean, var = np.asarray(look["mean"]), np.asarray(look["var"])
+    return float(-0.5 * (((c - mean) ** 2) / var + np.log(var)).sum())
+
+
+def solo_look(colours: list[np.ndarray], min_var: float = 100.0) -> Look | None:
+    """A tag's look from its mean CIELAB colours in the images where it appears without the tag
+    it usually comes with (`ocean` without `beach`): there nothing else shares its map."""
+    if len(colours) < 2:
+        return None
+    v = np.stack(colours)
+    return {"mean": v.mean(0).tolist(), "var": np.maximum(v.var(0), min_var).tolist()}
+
+
+def mean_lab(image: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
+    """Mean CIELAB colour of a mask's pixels (None for an empty mask)."""
+    from skimage.color import rgb2lab
+
+    if not mask.any():
+        return None
+    rgb = image[mask].astype(np.float64).mean(0) / 255.0
+    return rgb2lab(rgb[None, None])[0, 0]
+
+
 def look_llr(look_a: Look, look_b: Look, centres: np.ndarray) -> float:
     """Log-likelihood that cluster 0 looks like a and cluster 1 like b, minus the swap."""
-    def ll(look: Look, c: np.ndarray) -> float:
-        mean, var = np.asarray(look["mean"]), np.asarray(look["var"])
-        return float(-0.5 * (((c - mean) ** 2) / var + np.log(var)).sum())
-
-    return ll(look_a, centres[0]) + ll(look_b, centres[1]) - ll(look_a, centres[1]) - ll(look_b, centres[0])
+    return look_ll(look_a, centres[0]) + look_ll(look_b, centres[1]) - look_ll(look_a, centres[1]) \
+        - look_ll(look_b, centres[0])
 
 
-def fit_looks(samples: list[tuple[np.ndarray, float]], iters: int = 10, min_var: float = 25.0
-              ) -> tuple[Look, Look] | None:
+def fit_looks(samples: list[tuple[np.ndarray, float]], iters: int = 10, min_var: float = 25.0,
+              anchor: Look | None = None) -> tuple[Look, Look] | None:
     """Each tag's look from many images' cluster pairs (centres [2,3], map margin): start from
     what the maps say (margin > 0: cluster 0 is a's), fit a Gaussian per tag, reassign every image
-    by the looks, repeat. The maps are right in most images, so the looks come out right and then
-    overrule the maps where they are wrong (a thin night sea whose `ocean` map sits on the sand)."""
+    by the looks, repeat. The looks then overrule the maps where they are wrong (a thin night sea
+    whose `ocean` map sits on the sand). With `anchor` (a's `solo_look`) the start is the cluster
+    that looks more like a alone instead: on one Stage A run the maps were wrong in most images,
+    and the looks came out swapped (bench run: ocean and beach s2 0.03 / 0.00)."""
     if len(samples) < 4:
         return None
     cs = np.stack([c for c, _ in samples])  # [N, 2, 3]
-    a_takes_0 = np.array([m > 0 for _, m in samples])
+    if anchor is not None:
+        a_takes_0 = np.array([look_ll(anchor, c[0]) > look_ll(anchor, c[1]) for c in cs])
+    else:
+        a_takes_0 = np.array([m > 0 for _, m in samples])
     looks = None
     for _ in range(iters):
         a = np.where(a_takes_0[:, None], cs[:, 0], cs[:, 1])

@@ -56,6 +56,11 @@ def test_cooccurrence_and_nesting_decision():
           ("tree", "grass"): [0.09] * 4, ("starry_sky", "sky"): [0.9, 0.8]}
     assert decide_nests(ev) == {("dress", "1girl")}  # starry_sky: seen only twice
     assert decide_nests(ev, min_count=2) == {("dress", "1girl"), ("starry_sky", "sky")}
+    # a thing in a thing (hat in 1girl) wins its own pixels in the competition: a lower bar
+    ev[("hat", "1girl")] = [0.1, 0.5, 0.4]
+    assert ("hat", "1girl") not in decide_nests(ev)
+    assert decide_nests(ev, things={"hat", "1girl", "dress"}) == {("dress", "1girl"), ("hat", "1girl")}
+    assert ("sun", "sky") not in decide_nests(ev, things={"sun"})  # sky is stuff: the full bar
 
 
 def test_affinity_propagation():
@@ -239,7 +244,7 @@ def test_resolve_mutual_priority_gives_shared_pixels_to_the_specific_tag():
     beach_mask = sand & (np.arange(w) < 8)  # a weak beach map: part of the sand
     masks = {"ocean": water | sand, "beach": beach_mask}
     raw = {"ocean": np.where(water, 0.5, 0.3), "beach": np.where(sand, 0.2, 0.05)}
-    assert PseudoConfig().mutual is None and not PseudoConfig().cut_occluders  # every split is opt-in
+    assert PseudoConfig().mutual == "appearance" and PseudoConfig().cut_occluders  # the defaults
     lab = PseudoLabeler(None, {}, None, PseudoConfig(mutual="priority"))
     m_ocean, m_beach = lab.resolve_mutual(masks, raw, "ocean", "beach", gap=0.06)
     assert (m_beach == beach_mask).all() and (m_ocean == (water | sand) & ~beach_mask).all()
@@ -312,6 +317,28 @@ def test_fit_looks_learns_each_tags_colour_and_overrules_a_wrong_map():
     assert by_map[0][20:].all()  # the map alone gives the sand to ocean
     m_ocean, m_beach = appearance_split(img, labels, union, ocean, beach, (ocean_look, beach_look))
     assert m_ocean[:20].all() and not m_ocean[20:].any() and m_beach[20:].all()
+
+
+def test_fit_looks_anchored_on_the_broad_tag_alone_survives_maps_wrong_in_most_images():
+    """When the maps are wrong in most images (a Stage A run whose `ocean` map sits on the sand),
+    the looks fitted from them come out swapped; the look of `ocean` in the posts without `beach`
+    (`solo_look` of their `mean_lab`) orients them right."""
+    from gaudi_engine.pseudo.regions import fit_looks, mean_lab, solo_look
+
+    rng = np.random.default_rng(2)
+    water, sand = np.array([45.0, 0.0, -35.0]), np.array([80.0, 2.0, 30.0])
+    samples = [(np.stack([water + rng.normal(0, 4, 3), sand + rng.normal(0, 4, 3)]), -0.3 if i < 9 else 0.3)
+               for i in range(12)]  # cluster 0 is water, but 9 of 12 maps prefer the sand for ocean
+    swapped = fit_looks(samples)
+    assert np.allclose(swapped[0]["mean"], sand, atol=4)  # the maps alone: ocean gets the sand's look
+    img = np.zeros((10, 10, 3), np.uint8)
+    img[:] = (40, 90, 180)
+    lone = mean_lab(img, np.ones((10, 10), bool))
+    assert mean_lab(img, np.zeros((10, 10), bool)) is None and lone[2] < -20  # blue: b* negative
+    assert solo_look([lone]) is None  # one post is no look
+    anchor = solo_look([lone, lone + 3])
+    ocean_look, beach_look = fit_looks(samples, anchor=anchor)
+    assert np.allclose(ocean_look["mean"], water, atol=4) and np.allclose(beach_look["mean"], sand, atol=4)
 
 
 def test_split_mutual_gives_each_shared_pixel_to_the_tag_it_is_typical_of():
@@ -448,6 +475,18 @@ def test_nesting_joins_parts_and_cuts_occluders():
     assert not out["sky"][0, :2].any() and out["sky"].sum() == 14
     assert out["cloud"].sum() == 2 and out["sun"].sum() == 0 and m["sky"].all()  # inputs untouched
     assert apply_nesting(m, {("cloud", "sky")})["sky"].all()  # no occluders: the old union
+
+
+def test_occluders_are_things_nested_in_stuff():
+    """COCO's panoptic convention: a thing (median mask < stuff_area) nested in stuff stands in
+    front of it; a part of a thing (dress in 1girl) and a kind of stuff (starry_sky in sky) join."""
+    from gaudi_engine.pseudo.pipeline import occluder_nests
+
+    area = {"sky": 0.42, "starry_sky": 0.44, "cloud": 0.06, "grass": 0.43, "tree": 0.08, "1girl": 0.14,
+            "dress": 0.09}
+    nests = {("cloud", "sky"), ("starry_sky", "sky"), ("tree", "grass"), ("dress", "1girl")}
+    assert occluder_nests(nests, area) == {("cloud", "sky"), ("tree", "grass")}
+    assert occluder_nests(nests, area, stuff_area=0.5) == set()  # nothing is stuff
 
 
 def test_round_two_inherits_round_ones_structure(tmp_path):
