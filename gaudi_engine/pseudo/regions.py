@@ -211,3 +211,42 @@ def appearance_split(image: np.ndarray, labels: np.ndarray, union: np.ndarray, s
         return None
     a_takes_0 = look_llr(looks[0], looks[1], cl.centres) > 0 if looks else cl.margin >= 0
     return cl.pixels if a_takes_0 else cl.pixels[::-1]
+
+
+def reassign_by_colour(image: np.ndarray, labels: np.ndarray, masks: dict[str, np.ndarray],
+                       maps: dict[str, np.ndarray], tags: list[str], related: set[tuple[str, str]] = frozenset(),
+                       floor: float = 0.1, min_var: float = 25.0) -> dict[str, np.ndarray]:
+    """One GrabCut-style step for stuff that borders stuff (sky over the sea, the sea over sand):
+    each tag's colour (a CIELAB Gaussian over its mask's regions, in this image), then each region
+    that two or more of `tags` claim (their map >= `floor` there, their mask over it or not) goes to
+    the tag whose colour fits it best. A CAM's maps blur across the horizon; the colours there
+    don't. Tags in `related` (nested either way: starry_sky in sky) never take a region from each
+    other. Returns new masks for `tags` (the others are untouched)."""
+    from skimage.color import rgb2lab
+
+    out = dict(masks)
+    tags = [t for t in tags if t in masks and masks[t].any()]
+    if len(tags) < 2:
+        return out
+    flat = labels.ravel()
+    n = int(flat.max()) + 1
+    counts = np.bincount(flat, minlength=n).astype(np.float64)
+    lab = rgb2lab(image.astype(np.float64) / 255.0).reshape(-1, 3)
+    colour = np.stack([np.bincount(flat, weights=lab[:, c], minlength=n) for c in range(3)], 1) / np.maximum(counts, 1)[:, None]
+    ll, claims = [], []
+    for t in tags:
+        w = np.bincount(flat, weights=masks[t].ravel().astype(np.float64), minlength=n)
+        mean = (colour * w[:, None]).sum(0) / w.sum()
+        var = ((colour - mean) ** 2 * w[:, None]).sum(0) / w.sum() + min_var
+        ll.append(-0.5 * (((colour - mean) ** 2) / var + np.log(var)).sum(1))
+        claims.append(region_means(maps[t], labels)[0] >= floor)
+    ll_t, claims_t = np.stack(ll), np.stack(claims)  # [T, R]
+    contested = claims_t.sum(0) >= 2
+    best = np.argmax(np.where(claims_t, ll_t, -np.inf), 0)
+    for i, t in enumerate(tags):
+        kin = np.array([j == i or (t, u) in related or (u, t) in related for j, u in enumerate(tags)])
+        wins = contested & claims_t[i] & (best == i)
+        loses = contested & claims_t[i] & ~kin[best]  # a kin's best fit leaves t's mask as it was
+        out[t] = (masks[t] | wins[labels]) & ~loses[labels]
+    return out
+

@@ -478,15 +478,14 @@ def test_nesting_joins_parts_and_cuts_occluders():
 
 
 def test_occluders_are_things_nested_in_stuff():
-    """COCO's panoptic convention: a thing (median mask < stuff_area) nested in stuff stands in
-    front of it; a part of a thing (dress in 1girl) and a kind of stuff (starry_sky in sky) join."""
+    """COCO's panoptic convention: a thing nested in stuff (a tag whose masks span the image)
+    stands in front of it; a part of a thing (dress in 1girl) and a kind of stuff (starry_sky in
+    sky) join."""
     from gaudi_engine.pseudo.pipeline import occluder_nests
 
-    area = {"sky": 0.42, "starry_sky": 0.44, "cloud": 0.06, "grass": 0.43, "tree": 0.08, "1girl": 0.14,
-            "dress": 0.09}
     nests = {("cloud", "sky"), ("starry_sky", "sky"), ("tree", "grass"), ("dress", "1girl")}
-    assert occluder_nests(nests, area) == {("cloud", "sky"), ("tree", "grass")}
-    assert occluder_nests(nests, area, stuff_area=0.5) == set()  # nothing is stuff
+    assert occluder_nests(nests, {"sky", "starry_sky", "grass"}) == {("cloud", "sky"), ("tree", "grass")}
+    assert occluder_nests(nests, set()) == set()  # nothing is stuff
 
 
 def test_round_two_inherits_round_ones_structure(tmp_path):
@@ -511,3 +510,31 @@ def test_round_two_inherits_round_ones_structure(tmp_path):
     assert inherit_structure({"extra": {"pseudomasks": None}}, fresh) == []
     assert inherit_structure({"extra": {"pseudomasks": str(tmp_path / "gone")}}, fresh) == []
     assert inherit_structure({}, fresh) == [] and not any(fresh.iterdir())
+
+
+def test_reassign_by_colour_moves_the_horizon_band_to_the_tag_whose_colour_it_has():
+    """A CAM blurs across the horizon: the sky's mask takes the sea's top band. Each region that
+    two stuff maps claim goes to the tag whose colour (in this image) fits it: the band returns to
+    the sea. A kind of the sky (starry_sky) never takes pixels from it; an unclaimed region and
+    a tag not in `tags` are left alone."""
+    from gaudi_engine.pseudo.regions import reassign_by_colour, superpixels
+
+    h, w = 60, 60
+    rng = np.random.default_rng(0)
+    img = np.zeros((h, w, 3), np.int64)
+    img[:30] = (150, 190, 240)  # light sky
+    img[30:] = (20, 60, 110)  # dark sea
+    img[34:36] = img[40:42] = (35, 80, 130)  # wave stripes
+    img = np.clip(img + rng.integers(-6, 6, img.shape), 0, 255).astype(np.uint8)
+    labels = superpixels(img, "felzenszwalb")
+    rows = np.arange(h)[:, None] * np.ones((1, w))
+    sky_map = np.clip((45 - rows) / 20, 0, 1)  # reaches well into the sea
+    sea_map = np.clip((rows - 25) / 10, 0, 1)
+    masks = {"sky": rows < 40, "ocean": rows >= 40, "1girl": np.zeros((h, w), bool)}
+    maps = {"sky": sky_map, "ocean": sea_map, "1girl": np.zeros((h, w))}
+    out = reassign_by_colour(img, labels, masks, maps, ["sky", "ocean"])
+    assert (out["sky"] == (rows < 30)).all() and (out["ocean"] == (rows >= 30)).all()
+    assert out["1girl"] is masks["1girl"] and masks["sky"][35].all()  # inputs untouched
+    kinds = reassign_by_colour(img, labels, masks, maps, ["sky", "ocean"], related={("ocean", "sky")})
+    assert (kinds["sky"] == masks["sky"]).all()  # nested: no region changes hands
+    assert reassign_by_colour(img, labels, masks, maps, ["sky"])["sky"] is masks["sky"]  # one tag: nothing to do
