@@ -174,7 +174,6 @@ def run_quality_bench(work_dir, n_train: int = 600, n_test: int = 200, size=(128
             "no fine zoom for small things": PseudoConfig(fine_zoom=None),
             "zoomed parts keep the zoom in a big whole": PseudoConfig(part_inside=None),
             "two tags that imply each other left alone": PseudoConfig(mutual=None),
-            "colour looks oriented by the maps, not by the broad tag alone": PseudoConfig(solo_sample=0),
             "things nested in stuff joined to it, not cut out": PseudoConfig(cut_occluders=False),
             "no colour reassignment of regions two stuff tags claim": PseudoConfig(stuff_colours=False),
             "a thing in a thing nests only when >= 0.5 inside": PseudoConfig(thing_nest_inside=0.5),

@@ -303,7 +303,9 @@ class PseudoLabeler:
         tell them apart, so Stage A gives the broad tag both bands (`ocean` scores the sand as
         high as `beach` does) and the specific one the band along the shore. Their union is right.
         "appearance" (default) splits the union into two colour clusters, each to the tag whose
-        map prefers it (`appearance_split`; 150 posts: ocean 0.39 -> 0.79, beach 0.56 -> 0.81).
+        look it matches (`appearance_split`, the looks fitted in `calibrate_masks` and oriented by
+        the posts showing the broad tag alone; without such posts, no split). 150 posts, three
+        Stage A runs: ocean 0.26-0.39 -> 0.71-0.85, beach -> 0.91-0.98.
         "priority": the specific tag keeps its mask and the broad one loses those pixels (ocean
         0.39 -> 0.49, beach unchanged; but where Stage A's beach map spills onto the water, ocean
         loses the water: bench run, ocean s2 0.27 -> 0.06). "relative" splits on `split_mutual`;
@@ -311,9 +313,9 @@ class PseudoLabeler:
         a, b = masks[broad], masks[specific]
         if self.cfg.mutual == "appearance":
             split = None
-            if gap >= self.cfg.mutual_min_gap and labels is not None:
-                split = appearance_split(np.asarray(image), labels, a | b, raw[broad], raw[specific],
-                                         self.looks.get((broad, specific)))
+            looks = self.looks.get((broad, specific))
+            if gap >= self.cfg.mutual_min_gap and labels is not None and looks:
+                split = appearance_split(np.asarray(image), labels, a | b, raw[broad], raw[specific], looks)
             return split if split is not None else (a, b)
         if self.cfg.mutual == "priority":
             return (a & ~b, b) if gap >= self.cfg.mutual_min_gap else (a, b)
@@ -513,7 +515,9 @@ def calibrate_masks(labeler: PseudoLabeler, records: list[dict], cfg: PseudoConf
     labeler.zoom, labeler.nests = saved
     looks = []
     for (a, b), samples in sorted(clusters.items()):
-        fitted = fit_looks(samples, anchor=anchors.get((a, b)))
+        # without posts showing the broad tag alone nothing says which look is whose: the maps
+        # alone got it backwards on two of three Stage A runs (ocean, beach -> 0.07 / 0.00)
+        fitted = fit_looks(samples, anchor=anchors[(a, b)]) if anchors.get((a, b)) else None
         if fitted is not None:
             looks.append({"pair": [a, b], "looks": list(fitted), "images": len(samples),
                           "anchor": anchors.get((a, b))})

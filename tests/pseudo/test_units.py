@@ -259,7 +259,8 @@ def test_appearance_split_gives_each_look_to_the_tag_whose_map_prefers_it():
     """Stage A's `ocean` covers water and sand alike and `beach` is a band along the shore: their
     union splits into the blue and the sand-coloured cluster, and each goes to the tag whose map
     prefers it more; the whole union is handed out (the band grows to the sand). One look only,
-    or a synonym pair (no gap): nothing to split."""
+    or a synonym pair (no gap): nothing to split. The pipeline splits only with fitted looks
+    (oriented by the broad tag seen alone): without them it leaves both masks alone."""
     from gaudi_engine.pseudo.pipeline import PseudoConfig, PseudoLabeler
     from gaudi_engine.pseudo.regions import appearance_split, superpixels
 
@@ -283,6 +284,10 @@ def test_appearance_split_gives_each_look_to_the_tag_whose_map_prefers_it():
     lab = PseudoLabeler(None, {}, None, PseudoConfig(mutual="appearance"))
     masks = {"ocean": union, "beach": (rows > 25) & (rows < 35)}
     raw = {"ocean": ocean, "beach": beach}
+    unsure = lab.resolve_mutual(masks, raw, "ocean", "beach", 0.06, img, labels)  # no looks: no split
+    assert (unsure[0] == masks["ocean"]).all() and (unsure[1] == masks["beach"]).all()
+    lab.looks[("ocean", "beach")] = ({"mean": [38.0, 5.0, -40.0], "var": [100.0] * 3},
+                                     {"mean": [84.0, 0.0, 25.0], "var": [100.0] * 3})
     got = lab.resolve_mutual(masks, raw, "ocean", "beach", 0.06, img, labels)
     assert (got[0] == (rows < 30)).all() and (got[1] == (rows >= 30)).all()
     same = lab.resolve_mutual(masks, raw, "ocean", "beach", 0.0, img, labels)  # synonyms
