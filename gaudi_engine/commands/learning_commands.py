@@ -222,7 +222,8 @@ def register(add_command) -> None:
                         "gives each pixel to the tag it is more typical of; none leaves both alone")
     p.add_argument("--occluders", choices=["cut", "join"], default="cut",
                    help="a thing nested in stuff on the first posts (a cloud in the sky, a tree on the "
-                        "grass; stuff: median mask >= 25%% of the image) stands in front of it: cut "
+                        "grass; stuff: a tag whose masks typically span >= 90%% of the image's width) "
+                        "stands in front of it: cut "
                         "(default) takes its mask out of the stuff's, as COCO's panoptic masks do; "
                         "join adds it, as a part's (a dress in 1girl) always is")
     p.add_argument("--limit", type=int, help="at most this many posts (of this shard)")

@@ -525,8 +525,9 @@ def calibrate_masks(labeler: PseudoLabeler, records: list[dict], cfg: PseudoConf
     # a tag seen fewer than 3 times keeps the base scale
     zoom = {t: float(cfg.fine_zoom) for t, a in median.items()
             if zoom_on and len(areas[t]) >= 3 and a < cfg.fine_area}
-    return {"tags": zoom, "median_area": median,
-            "median_span": {t: float(np.median(v)) for t, v in sorted(spans.items())}, "fine_zoom": cfg.fine_zoom, "fine_area": cfg.fine_area,
+    span = {t: float(np.median(v)) for t, v in sorted(spans.items())}
+    return {"tags": zoom, "median_area": median, "median_span": span, "fine_zoom": cfg.fine_zoom,
+            "fine_area": cfg.fine_area,
             "inside": [{"child": c, "parent": p, "shares": v} for (c, p), v in sorted(inside.items())],
             "looks": looks}
 

@@ -138,10 +138,11 @@ def colour_clusters(image: np.ndarray, labels: np.ndarray, union: np.ndarray, sc
 Look = dict  # {"mean": [L, a, b], "var": [...]}: a Gaussian over a tag's cluster colours
 
 
-def look_ll(look: Look, c: np.ndarray) -> float:
-    """Log-likelihood (up to a constant) of a CIELAB colour under a look's diagonal Gaussian."""
+def look_ll(look: Look, c: np.ndarray):
+    """Log-likelihood (up to a constant) of CIELAB colour(s) [..., 3] under a look's diagonal
+    Gaussian: a float for one colour, an array for many."""
     mean, var = np.asarray(look["mean"]), np.asarray(look["var"])
-    return float(-0.5 * (((c - mean) ** 2) / var + np.log(var)).sum())
+    return -0.5 * (((c - mean) ** 2) / var + np.log(var)).sum(-1)
 
 
 def solo_look(colours: list[np.ndarray], min_var: float = 100.0) -> Look | None:
@@ -165,8 +166,8 @@ def mean_lab(image: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
 
 def look_llr(look_a: Look, look_b: Look, centres: np.ndarray) -> float:
     """Log-likelihood that cluster 0 looks like a and cluster 1 like b, minus the swap."""
-    return look_ll(look_a, centres[0]) + look_ll(look_b, centres[1]) - look_ll(look_a, centres[1]) \
-        - look_ll(look_b, centres[0])
+    return float(look_ll(look_a, centres[0]) + look_ll(look_b, centres[1]) - look_ll(look_a, centres[1])
+                 - look_ll(look_b, centres[0]))
 
 
 def fit_looks(samples: list[tuple[np.ndarray, float]], iters: int = 10, min_var: float = 25.0,
@@ -238,7 +239,7 @@ def reassign_by_colour(image: np.ndarray, labels: np.ndarray, masks: dict[str, n
         w = np.bincount(flat, weights=masks[t].ravel().astype(np.float64), minlength=n)
         mean = (colour * w[:, None]).sum(0) / w.sum()
         var = ((colour - mean) ** 2 * w[:, None]).sum(0) / w.sum() + min_var
-        ll.append(-0.5 * (((colour - mean) ** 2) / var + np.log(var)).sum(1))
+        ll.append(look_ll({"mean": mean, "var": var}, colour))
         claims.append(region_means(maps[t], labels)[0] >= floor)
     ll_t, claims_t = np.stack(ll), np.stack(claims)  # [T, R]
     contested = claims_t.sum(0) >= 2
