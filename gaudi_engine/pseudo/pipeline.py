@@ -275,8 +275,8 @@ class PseudoLabeler:
             for (a, b), gap in self.mutual.items():
                 if a in masks and b in masks:
                     masks[a], masks[b] = self.resolve_mutual(masks, raw, a, b, gap, image, labels)
-        if self.cfg.stuff_colours and self.cfg.regions:
-            stuff = [t for t in tags if t in self.stuff]
+        stuff = [t for t in tags if t in self.stuff]
+        if self.cfg.stuff_colours and self.cfg.regions and len(stuff) >= 2:  # else nothing is contested
             fine = labels if self.reads_segmenter_only else superpixels(np.asarray(image), self.cfg.regions)
             masks = reassign_by_colour(np.asarray(image), fine, masks, smooth, stuff, self.nests,
                                        self.cfg.stuff_colour_floor)
@@ -517,10 +517,10 @@ def calibrate_masks(labeler: PseudoLabeler, records: list[dict], cfg: PseudoConf
     for (a, b), samples in sorted(clusters.items()):
         # without posts showing the broad tag alone nothing says which look is whose: the maps
         # alone got it backwards on two of three Stage A runs (ocean, beach -> 0.07 / 0.00)
-        fitted = fit_looks(samples, anchor=anchors[(a, b)]) if anchors.get((a, b)) else None
+        anchor = anchors.get((a, b))
+        fitted = fit_looks(samples, anchor=anchor) if anchor else None
         if fitted is not None:
-            looks.append({"pair": [a, b], "looks": list(fitted), "images": len(samples),
-                          "anchor": anchors.get((a, b))})
+            looks.append({"pair": [a, b], "looks": list(fitted), "images": len(samples), "anchor": anchor})
     median = {t: float(np.median(a)) for t, a in sorted(areas.items())}
     # a tag seen fewer than 3 times keeps the base scale
     zoom = {t: float(cfg.fine_zoom) for t, a in median.items()

@@ -229,14 +229,12 @@ def reassign_by_colour(image: np.ndarray, labels: np.ndarray, masks: dict[str, n
     tags = [t for t in tags if t in masks and masks[t].any()]
     if len(tags) < 2:
         return out
-    flat = labels.ravel()
-    n = int(flat.max()) + 1
-    counts = np.bincount(flat, minlength=n).astype(np.float64)
-    lab = rgb2lab(image.astype(np.float64) / 255.0).reshape(-1, 3)
-    colour = np.stack([np.bincount(flat, weights=lab[:, c], minlength=n) for c in range(3)], 1) / np.maximum(counts, 1)[:, None]
+    lab = rgb2lab(image.astype(np.float64) / 255.0)
+    colour = np.stack([region_means(lab[..., c], labels)[0] for c in range(3)], 1)  # [R, 3]
     ll, claims = [], []
     for t in tags:
-        w = np.bincount(flat, weights=masks[t].ravel().astype(np.float64), minlength=n)
+        share, counts = region_means(masks[t], labels)
+        w = share * counts  # the mask's pixels in each region
         mean = (colour * w[:, None]).sum(0) / w.sum()
         var = ((colour - mean) ** 2 * w[:, None]).sum(0) / w.sum() + min_var
         ll.append(look_ll({"mean": mean, "var": var}, colour))
