@@ -3,9 +3,11 @@
 With a segmenter checkpoint every requested tag is read off ONE backbone pass (pixel embeddings
 dotted with the tags' text embeddings). With only the align checkpoint the text-CAM path is
 used (CAM + affinity, no validators). Either way each tag's map is then averaged inside the
-image's own superpixels (felzenszwalb by default), so masks follow the drawn edges: measured on
-200 SynthBooru test scenes, segmenter s2 0.630 -> 0.678 mIoU and the oracle 0.804 -> 0.843.
-Tags are never exclusive: one sigmoid each.
+image's own superpixels (felzenszwalb by default), so masks follow the drawn edges. All of it
+runs on the picture's working image (`imaging`: aspect kept, a fixed long side tied to the
+model's input), so a mask does not change with the picture's pixel count; each tag's map is
+upsampled to the image's own size only to be thresholded and encoded. Tags are never
+exclusive: one sigmoid each.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import torch
 
 from . import rle
 from .errors import GaudiError
+from .imaging import ImageError, Preprocess, WorkingImage, load_working, open_image, to_working, upsample_maps
 from .tags import parse_sidecar, split_tags as parse_tags  # parse_tags: the name the studio and CLI use
 
 log = logging.getLogger(__name__)
@@ -52,51 +55,63 @@ class Predictor:
             ab = load_align(align_ckpt, device)
             model, preprocess, vocab, text_emb, descs = ab.model, ab.preprocess, ab.vocab, ab.text_emb, ab.descriptions
         self.model = model.eval()
-        self.preprocess = preprocess
+        self.preprocess = Preprocess.from_dict(preprocess)
         self.texts = TagTexts(self.model, vocab, text_emb, {**(descs or {}), **(descriptions or {})})
         self.regions = regions if regions not in (None, "none") else None
         self.labeler = PseudoLabeler(self.model, preprocess, self.texts, PseudoConfig(regions=self.regions),
                                      device=device)
         self.mode = "segmenter" if self.segmenter is not None else "cam"
 
+    def working(self, image) -> WorkingImage:
+        """A PIL image, a path or a WorkingImage -> the WorkingImage this model reads."""
+        if isinstance(image, WorkingImage):
+            return image
+        if isinstance(image, (str, os.PathLike)):
+            try:
+                return load_working(image, self.preprocess)
+            except ImageError as exc:
+                raise GaudiError(str(exc)) from None
+        return to_working(open_image(image), self.preprocess)
+
     @torch.no_grad()
-    def probabilities(self, image, tags: list[str]) -> np.ndarray:
-        """[K, H, W] per-tag probabilities at the image's own size."""
-        from .pseudo.cam import prepare_image
+    def working_probabilities(self, image, tags: list[str]) -> np.ndarray:
+        """[K, h, w] per-tag probabilities at the picture's working size."""
+        from .imaging import maps_to_working, model_input
         from .pseudo.regions import region_score_map, superpixels
 
-        w, h = image.size
+        work = self.working(image)
         if self.segmenter is not None:
-            x = prepare_image(image, self.preprocess).to(self.device).unsqueeze(0)
-            maps = self.segmenter.probabilities(x, self.texts.get(tags), (h, w))[0].cpu().numpy()
+            x, box = model_input(work, self.preprocess)
+            canvas = self.segmenter.probabilities(x.to(self.device).unsqueeze(0), self.texts.get(tags),
+                                                  tuple(x.shape[-2:]))[0]
+            maps = maps_to_working(canvas, box, work.shape).cpu().numpy()
         else:
-            maps = self.labeler.score_maps(image, tags).maps
+            maps = self.labeler.score_maps(work, tags).maps
         if not self.regions or not len(maps):
             return maps
-        labels = superpixels(np.asarray(image.convert("RGB")), self.regions)
+        labels = superpixels(work.pixels, self.regions)
         return np.stack([region_score_map(m, labels) for m in maps])
 
-    def predict(self, image, tags: list[str] | str, threshold: float = 0.5, name: str | None = None) -> dict:
-        """DESIGN §3 JSON for one PIL image (or path)."""
-        from .pseudo.cam import load_rgb
+    def probabilities(self, image, tags: list[str]) -> np.ndarray:
+        """[K, H, W] per-tag probabilities at the image's own size."""
+        work = self.working(image)
+        return upsample_maps(self.working_probabilities(work, tags), work.size)
 
-        if not isinstance(image, (str, os.PathLike)):
-            image = image.convert("RGB")
-        else:
+    def predict(self, image, tags: list[str] | str, threshold: float = 0.5, name: str | None = None) -> dict:
+        """DESIGN §3 JSON for one PIL image, path or WorkingImage; masks at the image's own size."""
+        if isinstance(image, (str, os.PathLike)):
             name = name or str(image)
-            try:
-                image = load_rgb(image)
-            except ValueError as exc:
-                raise GaudiError(str(exc)) from None
         tags = parse_tags(tags)
         if not tags:
             raise GaudiError("no tags to segment (pass --tags or a sidecar NAME.txt)")
-        probs = self.probabilities(image, tags)
-        w, h = image.size
+        work = self.working(image)
+        probs = self.working_probabilities(work, tags)
+        w, h = work.size
         out = []
-        for tag, p in zip(tags, probs):
-            m = p >= threshold
-            out.append({"tag": tag, "score": float(p[m].mean()) if m.any() else float(p.max()),
+        for tag, p in zip(tags, probs):  # one full-size map at a time: memory stays one map
+            m_small = p >= threshold
+            m = upsample_maps(p[None], work.size)[0] >= threshold
+            out.append({"tag": tag, "score": float(p[m_small].mean()) if m_small.any() else float(p.max()),
                         "area": int(m.sum()), "bbox": rle.bbox(m), "mask": rle.encode(m)})
         return {"image": name, "width": int(w), "height": int(h), "tags": out,
                 "model": {"mode": self.mode, "align_ckpt": str(self.align_ckpt) if self.align_ckpt else None,
@@ -105,16 +120,22 @@ class Predictor:
 
     @staticmethod
     def overlay(image, result: dict, alpha: float = 0.45):
-        """RGB PIL image with each tag's mask tinted in its own colour (later tags on top)."""
+        """RGB PIL image with each tag's mask tinted in its own colour (later tags on top), at the
+        size of `image` (a preview of the picture may be smaller than the masks)."""
         from PIL import Image
 
         base = np.asarray(image.convert("RGB"), dtype=np.float32)
         out = base.copy()
         for i, t in enumerate(result["tags"]):
             m = rle.decode(t["mask"])
+            if m.shape != base.shape[:2]:
+                m = np.asarray(Image.fromarray(m).resize(image.size, Image.NEAREST))
             col = np.array(PALETTE[i % len(PALETTE)], np.float32)
             out[m] = (1 - alpha) * out[m] + alpha * col
         return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))
+
+
+OVERLAY_SIDE = 1024  # overlays are previews: long side at most this (the JSON and masks are full size)
 
 
 def save_masks(result: dict, masks_dir: Path) -> None:
@@ -125,25 +146,29 @@ def save_masks(result: dict, masks_dir: Path) -> None:
 
     masks_dir.mkdir(parents=True, exist_ok=True)
     for t in result["tags"]:
-        Image.fromarray(rle.decode(t["mask"]).astype(np.uint8) * 255).save(masks_dir / tag_filename(t["tag"]))
+        Image.fromarray(rle.decode(t["mask"]).astype(np.uint8) * 255).save(masks_dir / tag_filename(t["tag"]),
+                                                                          compress_level=1)
+
+
+def _read(predictor: Predictor, path, want_preview: bool) -> WorkingImage:
+    """The picture decoded once: its working image, and a preview for the overlay if wanted."""
+    return load_working(path, predictor.preprocess, preview_side=OVERLAY_SIDE if want_preview else None)
 
 
 def infer_single(predictor: Predictor, image_path, tags, out_json=None, viz=None, masks_dir=None,
                  threshold: float = 0.5) -> dict:
-    from .pseudo.cam import load_rgb
-
     try:
-        image = load_rgb(image_path)
-    except ValueError as exc:
+        work = _read(predictor, image_path, bool(viz))
+    except ImageError as exc:
         raise GaudiError(str(exc)) from None
     tags = parse_tags(tags) or _sidecar_tags(Path(image_path))
-    result = predictor.predict(image, tags, threshold, name=str(image_path))
+    result = predictor.predict(work, tags, threshold, name=str(image_path))
     if out_json:
         Path(out_json).parent.mkdir(parents=True, exist_ok=True)
         Path(out_json).write_text(json.dumps(result), encoding="utf-8")
     if viz:
         Path(viz).parent.mkdir(parents=True, exist_ok=True)
-        predictor.overlay(image, result).save(viz)
+        predictor.overlay(work.preview, result).save(viz)
     if masks_dir:
         save_masks(result, Path(masks_dir) / Path(image_path).stem)
     return result
@@ -158,7 +183,6 @@ def infer_batch(predictor: Predictor, images_dir, out_dir, tags=None, masks_dir=
                 threshold: float = 0.5) -> dict:
     """Every image of a folder: D/NAME.json + D/NAME.png (+ M/NAME/<tag>.png)."""
     from .progress import Progress
-    from .pseudo.cam import load_rgb
 
     images_dir, out_dir = Path(images_dir), Path(out_dir)
     if not images_dir.is_dir():
@@ -172,9 +196,10 @@ def infer_batch(predictor: Predictor, images_dir, out_dir, tags=None, masks_dir=
     with Progress("infer", total=len(files), unit="img") as bar:
         for p in files:
             try:
-                image = load_rgb(p)
-            except ValueError as exc:
+                image = _read(predictor, p, True)
+            except ImageError as exc:  # one bad file never ends the batch
                 log.warning("skipping %s: %s", p.name, exc)
+                bar.log(f"skipping {p.name}: {exc}")
                 skipped += 1
                 bar.update(1)
                 continue
@@ -186,7 +211,7 @@ def infer_batch(predictor: Predictor, images_dir, out_dir, tags=None, masks_dir=
                 continue
             result = predictor.predict(image, tl, threshold, name=p.name)
             (out_dir / f"{p.stem}.json").write_text(json.dumps(result), encoding="utf-8")
-            predictor.overlay(image, result).save(out_dir / f"{p.stem}.png")
+            predictor.overlay(image.preview, result).save(out_dir / f"{p.stem}.png")
             if masks_dir:
                 save_masks(result, Path(masks_dir) / p.stem)
             done += 1

@@ -70,14 +70,11 @@ def score_pseudomasks(run_dir, records: list[dict], gt_root) -> dict:
 
 def score_predictor(predictor, records: list[dict], gt_root, threshold: float = 0.5) -> dict:
     """Dataset-level mIoU of a Predictor on a split's images and their own tags."""
-    from ..pseudo.cam import load_rgb
-
     gt_root = Path(gt_root)
     acc = IoUAccumulator()
     for rec in records:
-        image = load_rgb(rec["image_path"])
         tags = list(dict.fromkeys(rec["tags"]))
-        probs = predictor.probabilities(image, tags)
+        probs = predictor.probabilities(rec["image_path"], tags)  # at the image's own size
         for tag, p in zip(tags, probs):
             gt = _gt(gt_root, rec, tag)
             if gt is not None:

@@ -220,32 +220,3 @@ def cooccurrence(tag_lists: list[list[str]], min_count: int = 3) -> dict[tuple[s
         single.update(uniq)
         pair.update(permutations(uniq, 2))
     return {(c, p): n / single[c] for (c, p), n in pair.items() if single[c] >= min_count}
-
-
-def load_rgb(path) -> "PIL.Image.Image":
-    """Open an image as RGB; a corrupt/unreadable file raises ValueError (callers skip it)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ValueError(f"cannot read image {path}: {exc}") from None
-
-
-def prepare_image(image, preprocess: dict) -> torch.Tensor:
-    """PIL RGB -> normalised [3, S, S] tensor with the checkpoint's own preprocessing (square
-    resize; masks are resized back to the image's own size afterwards)."""
-    from PIL import Image
-
-    size = int(preprocess.get("image_size", 160))
-    if isinstance(size, (list, tuple)):
-        size = int(size[0])
-    interp = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}.get(
-        str(preprocess.get("interpolation", "bilinear")), Image.BILINEAR)
-    im = image.convert("RGB").resize((size, size), interp)
-    arr = torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    mean = torch.tensor(preprocess.get("mean", (0.5, 0.5, 0.5)), dtype=torch.float32).view(3, 1, 1)
-    std = torch.tensor(preprocess.get("std", (0.5, 0.5, 0.5)), dtype=torch.float32).view(3, 1, 1)
-    return (arr - mean) / std

@@ -3,6 +3,10 @@ Round 2 (`segmenter_ckpt`, self-training as in MaskCLIP+): the round-1 segmenter
 replace the CAM -> affinity part; regions (at `infer`'s scale) and validators are the same, and
 round 1's `zoom.json` / `nesting.json` are copied from the run the segmenter was trained on.
 
+Every pixel step runs on the post's working image (`imaging`: decoded once, aspect kept, long side
+`Preprocess.working_side`, cached beside the manifest); the masks and soft maps are upsampled to
+the image's own size only when written.
+
 Output (DESIGN §6), in `out/`:
   masks/<post_id>/<tag>.png      accepted masks (0/255, image size)
   rejected/<post_id>/<tag>.png   rejected masks, and rejected parts of accepted ones
@@ -34,10 +38,12 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import GaudiError
+from ..imaging import ImageError, Preprocess, WorkingImage, WorkingImageCache, cache_for, load_working, \
+    maps_to_working, model_input, upsample_mask, upsample_maps
 from ..progress import Progress
 from . import affinity as aff
-from .cam import CamConfig, competitor_matrix, decide_nests, load_rgb, mutual_pairs, nest_candidates, prepare_image, \
-    tag_probabilities, text_cam
+from .cam import CamConfig, competitor_matrix, decide_nests, mutual_pairs, nest_candidates, tag_probabilities, \
+    text_cam
 from .regions import appearance_split, colour_clusters, fit_looks, mean_lab, reassign_by_colour, regions_mask, \
     solo_look, superpixels
 from .validators import ValidatorConfig, apply_floor, calibrate_floors, quality_score, validate_image
@@ -156,18 +162,20 @@ class TagTexts:
 
 
 class ScoreMaps(NamedTuple):
-    x: torch.Tensor  # the preprocessed image [3,S,S]
-    maps: np.ndarray  # [K,H,W] soft maps at image size (the CAM's max-normalised per tag)
-    views: np.ndarray  # [V,K,gh,gw] per-view maps (the consistency validator)
+    x: torch.Tensor  # the model input [3,S,S] (the working image letterboxed)
+    maps: np.ndarray  # [K,h,w] soft maps at working size (the CAM's max-normalised per tag)
+    views: np.ndarray  # [V,K,gh,gw] per-view maps over the picture (the consistency validator)
     peaks: np.ndarray  # [K] what each CAM map was divided by (ones for the segmenter's)
+    box: "object" = None  # imaging.Letterbox: where the picture lies in x
 
 
 class PseudoLabeler:
     """Per-image pseudo-labelling with one align model (and optionally a round-1 segmenter)."""
 
-    def __init__(self, model, preprocess: dict, texts: TagTexts, cfg: PseudoConfig,
+    def __init__(self, model, preprocess: dict | Preprocess, texts: TagTexts, cfg: PseudoConfig,
                  nests: set[tuple[str, str]] | None = None, segmenter=None, device: str = "cpu"):
-        self.model, self.preprocess, self.texts, self.cfg = model, preprocess, texts, cfg
+        self.model, self.texts, self.cfg = model, texts, cfg
+        self.preprocess = Preprocess.from_dict(preprocess)
         self.nests = nests or set()
         self.segmenter = segmenter
         self.device = device
@@ -179,17 +187,23 @@ class PseudoLabeler:
         self.parts: dict[str, str] = {}  # part -> whole: nests that lie >= cfg.part_inside inside
         self.occluders: set[tuple[str, str]] = set()  # (thing, stuff): nests that are no part
         self.looks: dict[tuple[str, str], tuple] = {}  # mutual pair -> each tag's look (`fit_looks`)
+        self.cache: WorkingImageCache | None = None  # decoded working images (`imaging`)
+
+    def load(self, rec: dict) -> WorkingImage:
+        """A manifest row's working image (ImageError when it cannot be read)."""
+        return load_working(rec["image_path"], self.preprocess, self.cache, rec.get("md5") or None)
 
     @torch.no_grad()
-    def score_maps(self, image, tags: list[str]) -> "ScoreMaps":
-        """Soft maps [K,H,W] (numpy, image size), per-view maps, and the divisors that undo the
+    def score_maps(self, image: WorkingImage, tags: list[str]) -> "ScoreMaps":
+        """Soft maps [K,h,w] (numpy, working size), per-view maps, and the divisors that undo the
         CAM's max-normalisation (to compare tags on one scale)."""
-        x = prepare_image(image, self.preprocess).to(self.device)
+        x, box = model_input(image, self.preprocess)
+        x = x.to(self.device)
         text = self.texts.get(tags)
-        w, h = image.size
+        h, w = image.shape
         seg_w = self.cfg.seg_weight if self.segmenter is not None else 0.0
         peaks = torch.ones(len(tags))
-        if seg_w < 1.0:  # the CAM's own map: refined, max-normalised, at image size
+        if seg_w < 1.0:  # the CAM's own map: refined, max-normalised, at working size
             cam = text_cam(self.model, x, text, tags, self.cfg.cam, self.nests,
                            zoom=[self.zoom.get(t, 1.0) for t in tags], part_area=self.part_area(tags),
                            zoom_max_area=self.cfg.fine_area)
@@ -202,6 +216,7 @@ class PseudoLabeler:
                         refined[:, sel] = aff.refine(probs[:, sel], feats.unsqueeze(0), self.cfg.aff_radius,
                                                      self.cfg.aff_beta, self.cfg.aff_iters)
                 probs = refined
+            probs, views = box.crop(probs), box.crop(views)  # the picture's part of the canvas
             if self.cfg.max_norm is not None:  # the tag IS in the image: its best pixels are its
                 # pixels (CAM max-normalisation, down to a floor), else a tag that never wins the
                 # softmax outright gets no mask
@@ -213,14 +228,15 @@ class PseudoLabeler:
         if seg_w > 0:  # round 2: the round-1 segmenter's own probabilities at the image's size;
             # fusing them with the CAM (0.3) made worse masks than the segmenter alone (150 posts:
             # 0.615 vs 0.643 all-mask mIoU; the max-norm + affinity path cost most; BENCHMARKS.md)
-            seg = self.segmenter.probabilities(x.unsqueeze(0), text, (h, w))[0]
+            canvas = self.segmenter.probabilities(x.unsqueeze(0), text, tuple(x.shape[-2:]))[0]
+            seg = maps_to_working(canvas, box, (h, w))
             full = seg if seg_w >= 1.0 else seg_w * seg + (1 - seg_w) * full
             if seg_w >= 1.0:  # no CAM pass at all; the consistency validator checks the segmenter
                 # on the plain and the flipped image
                 side = max(x.shape[-1] // 4, 1)
                 both = self.segmenter.probabilities(torch.stack([x, x.flip(-1)]), text, (side, side))
-                views = torch.stack([both[0], both[1].flip(-1)])
-        return ScoreMaps(x, full.cpu().numpy(), views.cpu().numpy(), peaks.cpu().numpy())
+                views = box.crop(torch.stack([both[0], both[1].flip(-1)]))
+        return ScoreMaps(x, full.cpu().numpy(), views.cpu().numpy(), peaks.cpu().numpy(), box)
 
     @property
     def reads_segmenter_only(self) -> bool:
@@ -238,12 +254,12 @@ class PseudoLabeler:
             out.append((tags.index(whole), a / b) if ok else (-1, 0.0))
         return out
 
-    def superpixels(self, image) -> np.ndarray | None:
-        """The image's region labels (None: the pixel-threshold ablation)."""
+    def superpixels(self, image: WorkingImage) -> np.ndarray | None:
+        """The working image's region labels (None: the pixel-threshold ablation)."""
         coarse = self.cfg.seg_region_coarse if self.reads_segmenter_only else self.cfg.region_coarse
-        return superpixels(np.asarray(image), self.cfg.regions, coarse=coarse) if self.cfg.regions else None
+        return superpixels(image.pixels, self.cfg.regions, coarse=coarse) if self.cfg.regions else None
 
-    def region_masks(self, image, maps: np.ndarray, labels: np.ndarray | None = None
+    def region_masks(self, image: WorkingImage, maps: np.ndarray, labels: np.ndarray | None = None
                      ) -> list[tuple[np.ndarray, np.ndarray, float]]:
         """(mask, region-smoothed map, threshold) of each soft map [K,H,W] of the image."""
         if labels is None:
@@ -253,9 +269,9 @@ class PseudoLabeler:
         return [regions_mask(m, labels, fixed, *self.cfg.threshold_range,
                              otsu_weight=self.cfg.otsu_weight) for m in maps]
 
-    def label_image(self, image, tags: list[str]) -> dict[str, dict]:
-        """tag -> record with masks, maps and all validator scores."""
-        x, maps, views, peaks = self.score_maps(image, tags)
+    def label_image(self, image: WorkingImage, tags: list[str]) -> dict[str, dict]:
+        """tag -> record with masks, maps (at working size) and all validator scores."""
+        x, maps, views, peaks, box = self.score_maps(image, tags)
         masks, smooth, thresholds, view_masks = {}, {}, {}, {}
         labels = self.superpixels(image)
         for k, (tag, (m, s, t)) in enumerate(zip(tags, self.region_masks(image, maps, labels))):
@@ -277,8 +293,8 @@ class PseudoLabeler:
                     masks[a], masks[b] = self.resolve_mutual(masks, raw, a, b, gap, image, labels)
         stuff = [t for t in tags if t in self.stuff]
         if self.cfg.stuff_colours and self.cfg.regions and len(stuff) >= 2:  # else nothing is contested
-            fine = labels if self.reads_segmenter_only else superpixels(np.asarray(image), self.cfg.regions)
-            masks = reassign_by_colour(np.asarray(image), fine, masks, smooth, stuff, self.nests,
+            fine = labels if self.reads_segmenter_only else superpixels(image.pixels, self.cfg.regions)
+            masks = reassign_by_colour(image.pixels, fine, masks, smooth, stuff, self.nests,
                                        self.cfg.stuff_colour_floor)
         masks = apply_nesting(masks, self.nests, self.occluders)
         text = self.texts.get(tags)
@@ -286,7 +302,7 @@ class PseudoLabeler:
         def score_fn(batch: torch.Tensor) -> torch.Tensor:
             return tag_probabilities(self.model, batch, text)
 
-        recs = validate_image(x, masks, view_masks, tags, score_fn, self.cfg.validators)
+        recs = validate_image(x, masks, view_masks, tags, score_fn, self.cfg.validators, box)
         for k, tag in enumerate(tags):
             r = recs[tag]
             m = r["mask"]
@@ -315,7 +331,7 @@ class PseudoLabeler:
             split = None
             looks = self.looks.get((broad, specific))
             if gap >= self.cfg.mutual_min_gap and labels is not None and looks:
-                split = appearance_split(np.asarray(image), labels, a | b, raw[broad], raw[specific], looks)
+                split = appearance_split(image.pixels, labels, a | b, raw[broad], raw[specific], looks)
             return split if split is not None else (a, b)
         if self.cfg.mutual == "priority":
             return (a & ~b, b) if gap >= self.cfg.mutual_min_gap else (a, b)
@@ -376,26 +392,32 @@ def _write_png(path: Path, arr: np.ndarray) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(arr).save(tmp, format="PNG")
+    Image.fromarray(arr).save(tmp, format="PNG", compress_level=1)  # 0/255 masks: still small
     os.replace(tmp, path)
 
 
 def write_post(out: Path, post_id: int, recs: dict[str, dict], size: tuple[int, int], round_: int) -> list[dict]:
-    """Write one post's PNGs and return its index rows."""
+    """Write one post's PNGs, upsampled from working size to the image's own `size` (w, h), and
+    return its index rows."""
     rows = []
     w, h = size
+
+    def png(rel: str, mask: np.ndarray) -> None:
+        _write_png(out / rel, upsample_mask(mask, size).astype(np.uint8) * 255)
+
     for tag, r in sorted(recs.items()):
         name = tag_filename(tag)
         score_rel = f"scores/{post_id}/{name}"
-        _write_png(out / score_rel, np.round(r["score_map"] * 255).astype(np.uint8))
+        score = upsample_maps(r["score_map"][None], size)[0]
+        _write_png(out / score_rel, np.round(np.clip(score, 0, 1) * 255).astype(np.uint8))
         if r["accepted"]:
             mask_rel = f"masks/{post_id}/{name}"
-            _write_png(out / mask_rel, r["mask"].astype(np.uint8) * 255)
+            png(mask_rel, r["mask"])
             if r["rejected_mask"].any():
-                _write_png(out / f"rejected/{post_id}/{name}", r["rejected_mask"].astype(np.uint8) * 255)
+                png(f"rejected/{post_id}/{name}", r["rejected_mask"])
         else:
             mask_rel = f"rejected/{post_id}/{name}"
-            _write_png(out / mask_rel, (r["mask"] | r["rejected_mask"]).astype(np.uint8) * 255)
+            png(mask_rel, r["mask"] | r["rejected_mask"])
         rows.append({"post_id": int(post_id), "tag": tag, "accepted": bool(r["accepted"]),
                      "reason": r["reason"], "area": float(r["mask"].mean()),
                      "cam_score": r["cam_score"], "consistency_iou": r["consistency_iou"],
@@ -452,17 +474,20 @@ def merge_index(out: Path) -> int:
     return len(df)
 
 
-def calibration_posts(records: list[dict], cfg: PseudoConfig):
-    """(record, image, tags) of the first `calib_sample` posts of the whole manifest (by post_id, so
-    every shard calibrates on the same ones) that load and carry tags."""
-    for rec in sorted(records, key=lambda r: r["post_id"])[: cfg.validators.calib_sample]:
-        tags = [t for t in dict.fromkeys(rec["tags"]) if t]
-        try:
-            image = load_rgb(rec["image_path"])
-        except ValueError:
-            continue
-        if tags:
-            yield rec, image, tags
+def calibration_posts(labeler: PseudoLabeler, records: list[dict], cfg: PseudoConfig, what: str = "calibrate"):
+    """(record, working image, tags) of the first `calib_sample` posts of the whole manifest (by
+    post_id, so every shard calibrates on the same ones) that load and carry tags, with a bar."""
+    sample = sorted(records, key=lambda r: r["post_id"])[: cfg.validators.calib_sample]
+    with Progress(what, total=len(sample), unit="post") as bar:
+        for rec in sample:
+            tags = [t for t in dict.fromkeys(rec["tags"]) if t]
+            bar.update(1)
+            try:
+                image = labeler.load(rec)
+            except ImageError:
+                continue
+            if tags:
+                yield rec, image, tags
 
 
 def calibrate_masks(labeler: PseudoLabeler, records: list[dict], cfg: PseudoConfig,
@@ -494,7 +519,7 @@ def calibrate_masks(labeler: PseudoLabeler, records: list[dict], cfg: PseudoConf
     spans: dict[str, list[float]] = {}  # share of the image's columns each mask reaches
     inside: dict[tuple[str, str], list[float]] = {}
     clusters: dict[tuple[str, str], list] = {}
-    for _, image, tags in calibration_posts(records, cfg):
+    for _, image, tags in calibration_posts(labeler, records, cfg, "calibrate-masks"):
         sm = labeler.score_maps(image, tags)
         labels = labeler.superpixels(image)
         found = dict(zip(tags, labeler.region_masks(image, sm.maps, labels)))
@@ -508,7 +533,7 @@ def calibrate_masks(labeler: PseudoLabeler, records: list[dict], cfg: PseudoConf
         for a, b in pairs:
             if a in masks and b in masks and labels is not None:
                 raw = [found[t][1] * sm.peaks[tags.index(t)] for t in (a, b)]
-                cl = colour_clusters(np.asarray(image), labels, masks[a] | masks[b], *raw)
+                cl = colour_clusters(image.pixels, labels, masks[a] | masks[b], *raw)
                 if cl is not None:
                     clusters.setdefault((a, b), []).append((cl.centres, cl.margin))
     anchors = {(a, b): solo_look(solo_colours(labeler, records, a, b, cfg.solo_sample)) for a, b in pairs}
@@ -542,13 +567,13 @@ def solo_colours(labeler: PseudoLabeler, records: list[dict], broad: str, specif
             if broad in r["tags"] and specific not in r["tags"]][:limit]
     for rec in solo:
         try:
-            image = load_rgb(rec["image_path"])
-        except ValueError:
+            image = labeler.load(rec)
+        except ImageError:
             continue
         tags = [t for t in dict.fromkeys(rec["tags"]) if t]
         sm = labeler.score_maps(image, tags)
         mask, _, _ = labeler.region_masks(image, sm.maps[[tags.index(broad)]], labeler.superpixels(image))[0]
-        colour = mean_lab(np.asarray(image), mask)
+        colour = mean_lab(image.pixels, mask)
         if colour is not None:
             out.append(colour)
     return out
@@ -562,7 +587,7 @@ def calibrate(labeler: PseudoLabeler, records: list[dict], cfg: PseudoConfig,
     labeler.floors = None
     qualities: dict[str, list[float]] = {}
     kept: dict[int, dict] = {}
-    for rec, image, tags in calibration_posts(records, cfg):
+    for rec, image, tags in calibration_posts(labeler, records, cfg, "calibrate-floors"):
         recs = labeler.label_image(image, tags)
         if rec["post_id"] in keep:
             kept[rec["post_id"]] = recs
@@ -604,7 +629,8 @@ def shared_json(path: Path, compute) -> dict:
 
 
 def run_pseudolabels(manifest, tag_desc, align_ckpt, out, segmenter_ckpt=None, shard: str | tuple | None = None,
-                     device: str = "cpu", config: PseudoConfig | None = None, limit: int | None = None) -> dict:
+                     device: str = "cpu", config: PseudoConfig | None = None, limit: int | None = None,
+                     image_cache: str | None = None) -> dict:
     """Pseudo-label every (post, tag) of the manifest (this shard's part). Returns a summary."""
     from ..models.checkpoint import load_align
     from ..train.data import load_tag_descriptions, read_manifest
@@ -631,6 +657,7 @@ def run_pseudolabels(manifest, tag_desc, align_ckpt, out, segmenter_ckpt=None, s
     if segmenter is not None and cfg.inherit_structure:
         inherit_structure(seg_bundle.config, out)
     labeler = PseudoLabeler(model, bundle.preprocess, texts, cfg, segmenter=segmenter, device=device)
+    labeler.cache = cache_for(manifest, image_cache)
     candidates = nest_candidates([r["tags"] for r in records]) if cfg.cam.mode == "nesting" else set()
     labeler.mutual = mutual_pairs([r["tags"] for r in records]) if cfg.mutual else {}
     zoom = shared_json(out / "zoom.json", lambda: calibrate_masks(labeler, records, cfg, candidates))
@@ -678,8 +705,8 @@ def run_pseudolabels(manifest, tag_desc, align_ckpt, out, segmenter_ckpt=None, s
         for rec in todo:
             tags = [t for t in dict.fromkeys(rec["tags"]) if t]
             try:
-                image = load_rgb(rec["image_path"])
-            except ValueError as exc:
+                image = labeler.load(rec)
+            except ImageError as exc:
                 log.warning("skipping post %s: %s", rec["post_id"], exc)
                 bar.log(f"skipping post {rec['post_id']}: {exc}")
                 skipped += 1
@@ -689,7 +716,7 @@ def run_pseudolabels(manifest, tag_desc, align_ckpt, out, segmenter_ckpt=None, s
                 recs = labeler.apply_floors(calibrated.pop(rec["post_id"]))
             else:
                 recs = labeler.label_image(image, tags) if tags else {}
-            rows = write_post(out, rec["post_id"], recs, image.size, round_) if tags else []
+            rows = write_post(out, rec["post_id"], recs, image.size, round_) if tags else []  # own size
             fh.write(json.dumps({"post_id": rec["post_id"], "rows": [{k: _clean(v) for k, v in r.items()} for r in rows]}) + "\n")
             fh.flush()
             n_masks += len(rows)

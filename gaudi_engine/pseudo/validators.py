@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..imaging import Letterbox, letterbox_plane
 from .regions import components
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
@@ -66,9 +67,9 @@ def mean_pairwise_iou(masks: np.ndarray) -> float:
     return float(iou[iu].mean())
 
 
-def _resize_mask(mask: np.ndarray, size: int) -> torch.Tensor:
-    t = torch.from_numpy(mask.astype(np.float32))[None, None]
-    return (F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)[0, 0] > 0.5)
+def _canvas_mask(mask: np.ndarray, box: Letterbox) -> torch.Tensor:
+    """A working-size mask laid over the model's canvas where its picture lies."""
+    return torch.from_numpy(letterbox_plane(mask, box))
 
 
 def grey_out(x: torch.Tensor, remove: torch.Tensor) -> torch.Tensor:
@@ -80,19 +81,22 @@ def grey_out(x: torch.Tensor, remove: torch.Tensor) -> torch.Tensor:
 
 
 def validate_image(x: torch.Tensor, masks: dict[str, np.ndarray], view_masks: dict[str, np.ndarray],
-                   tags: list[str], score_fn: ScoreFn, cfg: ValidatorConfig) -> dict[str, dict]:
-    """Scores and verdict for each tag's candidate mask on one preprocessed image x [3,S,S].
+                   tags: list[str], score_fn: ScoreFn, cfg: ValidatorConfig,
+                   box: Letterbox | None = None) -> dict[str, dict]:
+    """Scores and verdict for each tag's candidate mask on one model input x [3,S,S] (the
+    working image letterboxed: `box` says where; None: it fills the canvas).
 
-    masks: tag -> bool mask at image resolution; view_masks: tag -> [V, h, w] per-view masks.
+    masks: tag -> bool mask at working size; view_masks: tag -> [V, h, w] per-view masks.
     Returns tag -> {"accepted", "reason", "mask" (possibly trimmed), scores...}."""
     size = x.shape[-1]
+    box = box or Letterbox(size, 0, 0, size, size)
     out: dict[str, dict] = {}
     variants = [x]
     plan: list[tuple[str, str, int, np.ndarray | None]] = []  # (tag, kind, variant idx, part)
     small = {}
     for tag in tags:
         m = masks[tag]
-        ms = _resize_mask(m, size)
+        ms = _canvas_mask(m, box)
         small[tag] = ms
         if not cfg.enabled or not m.any():
             continue
@@ -104,7 +108,7 @@ def validate_image(x: torch.Tensor, masks: dict[str, np.ndarray], view_masks: di
             parts = components(m, cfg.max_parts)
             if len(parts) > 1:
                 for p in parts:
-                    ps = _resize_mask(p, size)
+                    ps = _canvas_mask(p, box)
                     variants.append(grey_out(x, ps))
                     plan.append((tag, "pdel", len(variants) - 1, p))
                     variants.append(grey_out(x, ~ps))

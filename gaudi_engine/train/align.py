@@ -30,6 +30,7 @@ from ..errors import GaudiError
 from ..models.align import spatial_pool
 from ..models.registry import DEFAULT_MODEL, create_align_model
 from ..models.text import description_texts
+from ..imaging import cache_for
 from .data import TagImageDataset, build_vocab, load_tag_descriptions, read_manifest, warn_missing_descriptions
 from .loop import TrainConfig, resolve_device, saved_config, train_loop
 
@@ -156,7 +157,7 @@ def train_align(manifest: str | os.PathLike, tag_desc: str | os.PathLike | None,
                                image_size=extra["image_size"], **extra.get("align_cfg", {}))
     extra["image_size"] = model.preprocess_cfg["image_size"]
     dataset = TagImageDataset(records, vocab, model.preprocess_cfg, train=True, seed=seed,
-                              mosaic_p=float(extra.get("mosaic_p", 0.0)))
+                              mosaic_p=float(extra.get("mosaic_p", 0.0)), cache=cache_for(extra["manifest"]))
     tokens, owner = _pretokenize(model, descriptions, vocab)
     loss_fn = make_align_loss(tokens, owner, len(vocab), bg_weight=float(extra["bg_weight"]),
                               max_tags_per_step=int(extra["max_tags_per_step"]), seed=seed,

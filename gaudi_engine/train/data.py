@@ -1,6 +1,7 @@
 """Training data: the manifest (`gaudi export-manifest` / SynthBooru), tag descriptions, and the
-Stage A dataset. Images are decoded and resized once into an in-memory uint8 cache; augmentation
-runs on tensors, so data loading never bounds the step time on small CPU runs."""
+Stage A dataset. Each picture's model canvas (`imaging`: the working image, decoded once and
+cached on disk, letterboxed to the model's input) is held in memory as uint8; augmentation runs
+on tensors, so data loading never bounds the step time on small CPU runs."""
 from __future__ import annotations
 
 import csv
@@ -89,17 +90,17 @@ def warn_missing_descriptions(tags: list[str], descriptions: dict[str, list[str]
     return missing
 
 
-def load_rgb_resized(path: Path, size: int) -> np.ndarray | None:
-    """uint8 [size,size,3], or None (with a warning) when the file is missing or unreadable."""
-    from PIL import Image, UnidentifiedImageError
+def load_canvas(rec: dict, pre, cache=None):
+    """(uint8 [S,S,3] model canvas, Letterbox) of a manifest row's picture, or None (with a
+    warning) when the file is missing or unreadable."""
+    from ..imaging import ImageError, canvas, load_working
 
     try:
-        with Image.open(path) as im:
-            im = im.convert("RGB").resize((size, size), Image.BILINEAR)
-            return np.asarray(im, np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        log.warning("skipping unreadable image %s (%s)", path, type(exc).__name__)
+        work = load_working(rec["image_path"], pre, cache, rec.get("md5") or None)
+    except ImageError as exc:
+        log.warning("skipping post %s: %s", rec.get("post_id"), exc)
         return None
+    return canvas(work.pixels, pre)
 
 
 def build_vocab(records: list[dict], min_count: int = 1) -> list[str]:
@@ -116,24 +117,27 @@ class TagImageDataset(torch.utils.data.Dataset):
     each (seed, epoch, index) draws the same augmentation, so runs and resumes are reproducible."""
 
     def __init__(self, records: list[dict], vocab: list[str], preprocess: dict[str, Any],
-                 train: bool = True, seed: int = 0, mosaic_p: float = 0.0):
+                 train: bool = True, seed: int = 0, mosaic_p: float = 0.0, cache=None):
+        from ..imaging import Preprocess
         from ..progress import Progress
 
+        pre = Preprocess.from_dict(preprocess)
         self.vocab = list(vocab)
         index = {t: i for i, t in enumerate(self.vocab)}
-        self.size = size = int(preprocess["image_size"])
-        self.mean = torch.tensor(preprocess["mean"], dtype=torch.float32).view(3, 1, 1)
-        self.std = torch.tensor(preprocess["std"], dtype=torch.float32).view(3, 1, 1)
+        self.size = pre.image_size
+        self.mean = torch.tensor(pre.mean, dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(pre.std, dtype=torch.float32).view(3, 1, 1)
         self.train, self.seed, self.epoch, self.mosaic_p = train, seed, 0, mosaic_p
         images, labels, kept = [], [], []
         quiet = int(os.environ.get("RANK", 0)) != 0  # under torchrun one rank reports progress
         with Progress("load-images", total=len(records), unit="img", disable=True if quiet else None,
                       jsonl=os.devnull if quiet else None) as bar:
             for r in records:
-                arr = load_rgb_resized(r["image_path"], size)
+                loaded = load_canvas(r, pre, cache)
                 bar.update()
-                if arr is None:
+                if loaded is None:
                     continue
+                arr = loaded[0]
                 y = torch.zeros(len(self.vocab))
                 for t in r["tags"]:
                     if t in index:

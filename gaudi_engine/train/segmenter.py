@@ -33,18 +33,24 @@ class SegTargetsConfig:
     dice_weight: float = 1.0
 
 
-def _load_mask(path: Path, size: int) -> np.ndarray:
+def _load_plane(path: Path, pre) -> np.ndarray:
+    """uint8 [S, S]: a mask or score PNG (at its picture's own size) laid over the model canvas
+    where its picture lies (`imaging`); the padding is 0 (no tag there)."""
     from PIL import Image
 
-    with Image.open(path) as im:
-        return np.asarray(im.convert("L").resize((size, size), Image.NEAREST)) > 127
-
-
-def _load_score(path: Path, size: int) -> np.ndarray:
-    from PIL import Image
+    from ..imaging import letterbox_plane, picture_box
 
     with Image.open(path) as im:
-        return np.asarray(im.convert("L").resize((size, size), Image.BILINEAR), dtype=np.float32) / 255.0
+        plane = np.asarray(im.convert("L"), np.uint8)
+    return letterbox_plane(plane, picture_box((plane.shape[1], plane.shape[0]), pre))
+
+
+def _load_mask(path: Path, pre) -> np.ndarray:
+    return _load_plane(path, pre) > 127
+
+
+def _load_score(path: Path, pre) -> np.ndarray:
+    return _load_plane(path, pre).astype(np.float32) / 255.0
 
 
 def _edge_band(mask: np.ndarray, width: int) -> np.ndarray:
@@ -55,11 +61,13 @@ def _edge_band(mask: np.ndarray, width: int) -> np.ndarray:
     return ndimage.binary_dilation(mask, iterations=width) & ~ndimage.binary_erosion(mask, iterations=width)
 
 
-def build_targets(records: list[dict], size: int, pseudomasks: Path | None = None,
+def build_targets(records: list[dict], preprocess, pseudomasks: Path | None = None,
                   gt_masks: Path | None = None, cfg: SegTargetsConfig | None = None) -> dict[int, dict[str, np.ndarray]]:
-    """post_id -> {tag: uint8 target [size, size] (0, 1, IGNORE)} for present tags."""
+    """post_id -> {tag: uint8 target [S, S] (0, 1, IGNORE) over the model canvas} for present tags."""
+    from ..imaging import Preprocess
     from ..pseudo.pipeline import tag_filename
 
+    pre = Preprocess.from_dict(preprocess)
     cfg = cfg or SegTargetsConfig()
     out: dict[int, dict[str, np.ndarray]] = {}
     if gt_masks is not None:
@@ -70,7 +78,7 @@ def build_targets(records: list[dict], size: int, pseudomasks: Path | None = Non
                 if not p.exists():
                     p = Path(gt_masks) / rec["image_path"].stem / tag_filename(tag)
                 if p.exists():
-                    d[tag] = _load_mask(p, size).astype(np.uint8)
+                    d[tag] = _load_mask(p, pre).astype(np.uint8)
             out[rec["post_id"]] = d
         return out
     import pandas as pd
@@ -86,8 +94,8 @@ def build_targets(records: list[dict], size: int, pseudomasks: Path | None = Non
     for rec in records:
         d = {}
         for row in by_post.get(rec["post_id"], []):
-            m = _load_mask(Path(pseudomasks) / row.mask_path, size)
-            s = _load_score(Path(pseudomasks) / row.score_path, size)
+            m = _load_mask(Path(pseudomasks) / row.mask_path, pre)
+            s = _load_score(Path(pseudomasks) / row.score_path, pre)
             t = np.full(m.shape, 0, np.uint8)
             t[m] = 1
             uncertain = np.abs(s - float(row.threshold)) < cfg.band
@@ -98,29 +106,30 @@ def build_targets(records: list[dict], size: int, pseudomasks: Path | None = Non
 
 
 class SegmenterDataset(torch.utils.data.Dataset):
-    """uint8 image cache [N,3,S,S] + per-image target slots; augmentation on tensors."""
+    """uint8 model canvases [N,3,S,S] (`train.data.load_canvas`) + per-image target slots;
+    augmentation on tensors."""
 
     def __init__(self, records: list[dict], targets: dict[int, dict[str, np.ndarray]], vocab: list[str],
-                 preprocess: dict, cfg: SegTargetsConfig | None = None, train: bool = True, seed: int = 0):
-        from ..pseudo.cam import load_rgb
+                 preprocess: dict, cfg: SegTargetsConfig | None = None, train: bool = True, seed: int = 0,
+                 cache=None):
+        from ..imaging import Preprocess
+        from .data import load_canvas
 
+        pre = Preprocess.from_dict(preprocess)
         self.cfg = cfg or SegTargetsConfig()
         self.vocab = list(vocab)
         self.tag_id = {t: i for i, t in enumerate(self.vocab)}
-        size = int(preprocess.get("image_size", 160))
-        self.size = size
-        self.mean = torch.tensor(preprocess.get("mean", (0.5,) * 3), dtype=torch.float32).view(3, 1, 1)
-        self.std = torch.tensor(preprocess.get("std", (0.5,) * 3), dtype=torch.float32).view(3, 1, 1)
+        self.size = pre.image_size
+        self.mean = torch.tensor(pre.mean, dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(pre.std, dtype=torch.float32).view(3, 1, 1)
         self.train = train
         self.seed = seed
         images, items = [], []
         for rec in records:
-            try:
-                im = load_rgb(rec["image_path"]).resize((size, size))
-            except ValueError as exc:
-                log.warning("skipping post %s: %s", rec["post_id"], exc)
+            loaded = load_canvas(rec, pre, cache)
+            if loaded is None:
                 continue
-            images.append(torch.from_numpy(np.asarray(im, np.uint8).copy()).permute(2, 0, 1))
+            images.append(torch.from_numpy(loaded[0].copy()).permute(2, 0, 1))
             items.append((rec, targets.get(rec["post_id"], {})))
         if not images:
             raise GaudiError("no readable images with targets to train the segmenter on")
@@ -219,6 +228,7 @@ def train_segmenter(manifest, tag_desc, pseudomasks, out, epochs: int | None = N
     from ..models.checkpoint import load_align, load_checkpoint
     from ..models.segmenter import TextSegmenter, load_segmenter, segmenter_payload
     from ..pseudo.pipeline import TagTexts
+    from ..imaging import cache_for
     from .data import build_vocab, load_tag_descriptions, read_manifest
     from .loop import TrainConfig, saved_config, train_loop
 
@@ -261,13 +271,13 @@ def train_segmenter(manifest, tag_desc, pseudomasks, out, epochs: int | None = N
     vocab = list(dict.fromkeys(list(bundle.vocab) + build_vocab(records)))
     texts = TagTexts(align, bundle.vocab, bundle.text_emb, descriptions)
     text_emb = texts.get(vocab).detach().cpu()
-    size = int(bundle.preprocess.get("image_size", 160))
-    targets = build_targets(records, size, Path(extra["pseudomasks"]) if extra["pseudomasks"] else None,
+    targets = build_targets(records, bundle.preprocess, Path(extra["pseudomasks"]) if extra["pseudomasks"] else None,
                             Path(extra["gt_masks"]) if extra["gt_masks"] else None, tcfg)
     n_pos = sum(len(v) for v in targets.values())
     if n_pos == 0:
         raise GaudiError("no accepted masks to train on (every pseudo-mask was rejected?)")
-    dataset = SegmenterDataset(records, targets, vocab, bundle.preprocess, tcfg, train=True, seed=seed)
+    dataset = SegmenterDataset(records, targets, vocab, bundle.preprocess, tcfg, train=True, seed=seed,
+                               cache=cache_for(extra["manifest"]))
     loss_fn = make_loss_fn(text_emb, tcfg.dice_weight)
     sample = torch.utils.data.default_collate([dataset[0]])
     model.train()

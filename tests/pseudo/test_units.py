@@ -261,6 +261,7 @@ def test_appearance_split_gives_each_look_to_the_tag_whose_map_prefers_it():
     prefers it more; the whole union is handed out (the band grows to the sand). One look only,
     or a synonym pair (no gap): nothing to split. The pipeline splits only with fitted looks
     (oriented by the broad tag seen alone): without them it leaves both masks alone."""
+    from gaudi_engine.imaging import WorkingImage
     from gaudi_engine.pseudo.pipeline import PseudoConfig, PseudoLabeler
     from gaudi_engine.pseudo.regions import appearance_split, superpixels
 
@@ -284,6 +285,7 @@ def test_appearance_split_gives_each_look_to_the_tag_whose_map_prefers_it():
     lab = PseudoLabeler(None, {}, None, PseudoConfig(mutual="appearance"))
     masks = {"ocean": union, "beach": (rows > 25) & (rows < 35)}
     raw = {"ocean": ocean, "beach": beach}
+    img = WorkingImage(img, (w, h))
     unsure = lab.resolve_mutual(masks, raw, "ocean", "beach", 0.06, img, labels)  # no looks: no split
     assert (unsure[0] == masks["ocean"]).all() and (unsure[1] == masks["beach"]).all()
     lab.looks[("ocean", "beach")] = ({"mean": [38.0, 5.0, -40.0], "var": [100.0] * 3},
@@ -411,10 +413,12 @@ def test_base_scale_area():
 
 
 def test_round_two_reads_the_segmenter_alone():
-    """Round 2: the maps are the round-1 segmenter's probabilities at the image's own size, no CAM
+    """Round 2: the maps are the round-1 segmenter's probabilities at the working size, no CAM
     pass is made, masks are probability >= 0.5, and the consistency views are the segmenter's on
     the plain and flipped image."""
     from PIL import Image
+
+    from gaudi_engine.imaging import WorkingImage
 
     from gaudi_engine.pseudo.pipeline import PseudoConfig, PseudoLabeler
 
@@ -437,7 +441,7 @@ def test_round_two_reads_the_segmenter_alone():
     import gaudi_engine.pseudo.pipeline as pl
     saved, pl.text_cam = pl.text_cam, no_cam
     try:
-        image = Image.new("RGB", (40, 30), (10, 20, 30))
+        image = WorkingImage(np.asarray(Image.new("RGB", (40, 30), (10, 20, 30))), (400, 300))
         sm = lab.score_maps(image, ["a", "b"])
         masks = [m for m, _, _ in lab.region_masks(image, sm.maps)]
     finally:
@@ -453,11 +457,12 @@ def test_round_two_takes_the_regions_infer_takes(monkeypatch):
     from PIL import Image
 
     import gaudi_engine.pseudo.pipeline as pl
+    from gaudi_engine.imaging import WorkingImage
     from gaudi_engine.pseudo.pipeline import PseudoConfig, PseudoLabeler
 
     seen = []
     monkeypatch.setattr(pl, "superpixels", lambda image, method, coarse=1.0: seen.append(coarse) or np.zeros(image.shape[:2], int))
-    image = Image.new("RGB", (16, 16))
+    image = WorkingImage(np.zeros((16, 16, 3), np.uint8), (16, 16))
     cfg = PseudoConfig()
     PseudoLabeler(None, {}, None, cfg).superpixels(image)
     PseudoLabeler(None, {}, None, cfg, segmenter=object()).superpixels(image)

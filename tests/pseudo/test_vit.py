@@ -19,7 +19,8 @@ def test_vit_cam_pseudolabels_segmenter_infer(tmp_path):
     from gaudi_engine.infer import Predictor
     from gaudi_engine.models.checkpoint import save_checkpoint
     from gaudi_engine.models.registry import create_align_model
-    from gaudi_engine.pseudo.cam import CamConfig, prepare_image, text_cam
+    from gaudi_engine.imaging import Preprocess, model_input, to_working
+    from gaudi_engine.pseudo.cam import CamConfig, text_cam
     from gaudi_engine.pseudo.pipeline import run_pseudolabels
     from gaudi_engine.train.segmenter import train_segmenter
 
@@ -40,7 +41,8 @@ def test_vit_cam_pseudolabels_segmenter_infer(tmp_path):
     from PIL import Image
 
     img = Image.open(tmp_path / "data/images/000000.png").convert("RGB")
-    x = prepare_image(img, model.preprocess_cfg)
+    pre = Preprocess.from_dict(model.preprocess_cfg)
+    x, _ = model_input(to_working(img, pre), pre)
     cam = text_cam(model, x, emb[:3], vocab[:3], CamConfig(scales=(1.0, 1.25)))
     assert cam.probs.shape[0] == 3 and cam.views.shape[:2] == (4, 3)  # 2 scales x flip
     assert torch.isfinite(cam.probs).all() and float(cam.probs.min()) >= 0 and float(cam.probs.max()) <= 1
@@ -57,12 +59,13 @@ def test_vit_cam_pseudolabels_segmenter_infer(tmp_path):
         res = pred.predict(img, "sky grass", threshold=0.5)
         assert [t["tag"] for t in res["tags"]] == ["sky", "grass"]
         assert rle.decode(res["tags"][0]["mask"]).shape == (img.height, img.width)
-    # the segmenter's maps are averaged inside the image's own felzenszwalb regions by default
+    # the segmenter's maps are averaged inside the working image's felzenszwalb regions by default
     from gaudi_engine.pseudo.regions import superpixels
 
-    labels = superpixels(np.asarray(img), "felzenszwalb")
-    snapped = Predictor(ckpt, s["checkpoint"]).probabilities(img, ["sky"])[0]
-    raw = Predictor(ckpt, s["checkpoint"], regions="none").probabilities(img, ["sky"])[0]
+    snapping = Predictor(ckpt, s["checkpoint"])
+    labels = superpixels(snapping.working(img).pixels, "felzenszwalb")
+    snapped = snapping.working_probabilities(img, ["sky"])[0]
+    raw = Predictor(ckpt, s["checkpoint"], regions="none").working_probabilities(img, ["sky"])[0]
     for r in np.unique(labels)[:10]:
         inside = snapped[labels == r]
         assert np.allclose(inside, inside[0]) and np.isclose(inside[0], raw[labels == r].mean(), atol=1e-5)

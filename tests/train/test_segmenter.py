@@ -48,7 +48,7 @@ def test_targets_from_gt_and_pseudomasks(tiny_data, tmp_path):
 
     root, info, _ = tiny_data
     recs = read_manifest(info["manifest"])
-    gt = build_targets(recs, 32, gt_masks=root / "data" / "gt")
+    gt = build_targets(recs, {"image_size": 32}, gt_masks=root / "data" / "gt")
     r0 = recs[0]
     assert set(gt[r0["post_id"]]) == set(r0["tags"])
     # a fake pseudo-mask run: one accepted mask with a soft score map, one rejected
@@ -72,12 +72,12 @@ def test_targets_from_gt_and_pseudomasks(tiny_data, tmp_path):
             {c: None for c in INDEX_COLUMNS} | {"post_id": 1, "tag": "sun", "accepted": False, "threshold": 0.5,
                                                  "mask_path": "rejected/1/sun.png", "score_path": "scores/1/sun.png"}]
     pd.DataFrame(rows, columns=INDEX_COLUMNS).to_parquet(pm / "index.parquet")
-    t = build_targets([{"post_id": 1, "tags": ["sky", "sun"], "image_path": root}], 32, pseudomasks=pm,
+    t = build_targets([{"post_id": 1, "tags": ["sky", "sun"], "image_path": root}], {"image_size": 32}, pseudomasks=pm,
                       cfg=SegTargetsConfig(edge=0))[1]
     assert set(t) == {"sky"}  # the rejected tag is unknown, not a negative
     assert (t["sky"][:, :16] == 1).all() and (t["sky"][:, 16:20] == IGNORE).all() and (t["sky"][:, 24:] == 0).all()
     with pytest.raises(GaudiError):
-        build_targets(recs, 32, pseudomasks=tmp_path / "nothing")
+        build_targets(recs, {"image_size": 32}, pseudomasks=tmp_path / "nothing")
 
 
 def test_train_checkpoint_resume(tiny_data, tmp_path):
