@@ -4,14 +4,19 @@ users have them"), used by training, pseudo-labelling and inference alike.
 - `open_image`: a file (or PIL image) -> RGB, safely: too many pixels is refused before decoding,
   the first frame of an animation, palette / 16-bit / CMYK / LA / alpha turned into RGB (alpha
   over white, as a browser shows it), EXIF orientation applied.
-- The **working image**: the picture decoded once with its aspect kept, long side
-  `Preprocess.working_side` (`working_scale` x the model's input side, whatever the original's
-  pixel count). CAM maps, affinity, superpixel regions, colour statistics, validators and round-2
-  maps all live on it, so a mask does not change with the picture's pixel count. Only the final
-  masks and soft maps are upsampled to the image's own size (`upsample_maps`).
-- The **model input**: the working image letterboxed (aspect kept, centred, padded with the
-  normalisation mean, i.e. 0 after normalising) into the model's square canvas. `Letterbox`
-  says where the picture lies in the canvas, so maps computed on the canvas are cropped back.
+- Sizes keep the aspect and follow the segmentation convention (mmseg's `Resize(scale=(2048, 512),
+  keep_ratio=True)`): the short side is set, the long side capped at `max_aspect` times it. A 2:3
+  portrait is seen whole at the model's resolution, not shrunk into a square; a 1x8000 strip is
+  capped instead of exploding.
+- The **working image**: the picture decoded once at short side `Preprocess.working_side`
+  (`working_scale` x the model's input side, whatever the original's pixel count). CAM maps,
+  affinity, superpixel regions, colour statistics, validators and round-2 maps all live on it, so
+  a mask does not change with the picture's pixel count. Only the final masks and soft maps are
+  upsampled to the image's own size (`upsample_maps`).
+- The **model input** (canvas): the working image at short side `image_size`, padded with the
+  normalisation mean (0 after normalising) to a multiple of the trunk's stride. `Letterbox` says
+  where the picture lies in the canvas, so maps computed on it are cropped back. Training batches
+  take `image_size`-square windows of the canvas (random crops, as segmentation training does).
 - `WorkingImageCache`: working images on disk, keyed by md5 + working side, so a 4k original is
   decoded once per workspace, not once per epoch, view or validator.
 
@@ -43,11 +48,13 @@ class ImageError(GaudiError, ValueError):
 @dataclass(frozen=True)
 class Preprocess:
     """How a picture becomes the model's input; stored in every checkpoint (`to_dict`)."""
-    image_size: int = DEFAULT_IMAGE_SIZE  # the model's square input side
+    image_size: int = DEFAULT_IMAGE_SIZE  # the model input's short side (training crops: square)
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     interpolation: str = "bilinear"
-    resize: str = "letterbox"  # aspect kept, padded with the mean colour: never a square squash
+    resize: str = "short-side"  # aspect kept (never a square squash); padded with the mean colour
+    max_aspect: float = 2.0  # the long side is at most this x the short side's target
+    stride: int = 32  # canvas sides are padded up to a multiple of this (the trunk's stride)
     working_scale: float = 1.5  # working image long side = this x image_size: regions and colour
     # statistics see finer edges than the model's input, at a fixed cost per image (128 -> 192 px)
 
@@ -64,7 +71,8 @@ class Preprocess:
             log.debug("preprocess interpolation %r read as bilinear (the one interpolation)", interp)
         return cls(image_size=size, mean=tuple(float(v) for v in d.get("mean", (0.5,) * 3)),
                    std=tuple(float(v) for v in d.get("std", (0.5,) * 3)), interpolation="bilinear",
-                   resize=str(d.get("resize", "letterbox")), working_scale=float(d.get("working_scale", 1.5)))
+                   working_scale=float(d.get("working_scale", 1.5)),
+                   max_aspect=float(d.get("max_aspect", 2.0)), stride=int(d.get("stride", 32)))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -72,8 +80,20 @@ class Preprocess:
         return d
 
     @property
+    def cache_key(self) -> str:
+        """What a cached working image depends on besides the picture."""
+        return f"s{self.working_side}a{self.max_aspect:g}"
+
+    @property
     def working_side(self) -> int:
+        """The working image's short side."""
         return max(int(round(self.image_size * self.working_scale)), self.image_size)
+
+    def working_size(self, width: int, height: int) -> tuple[int, int]:
+        return fit_short(width, height, self.working_side, self.max_aspect)
+
+    def model_size(self, width: int, height: int) -> tuple[int, int]:
+        return fit_short(width, height, self.image_size, self.max_aspect)
 
     @property
     def fill(self) -> tuple[int, int, int]:
@@ -83,10 +103,11 @@ class Preprocess:
 
 # --- decoding ---------------------------------------------------------------------------------
 
-def open_image(source, target_side: int | None = None, max_pixels: int = MAX_PIXELS):
-    """RGB PIL image from a path, file object or PIL image. With `target_side`, a JPEG is decoded
-    at the smallest DCT scale whose long side still reaches it (a 4k JPEG decodes ~8x faster).
-    Raises ImageError with a one-line reason when the picture cannot be used."""
+def open_image(source, need=None, max_pixels: int = MAX_PIXELS):
+    """RGB PIL image from a path, file object or PIL image. With `need` ((w, h) -> the smallest
+    (w, h) the caller will use), a JPEG is decoded at the smallest DCT scale that still covers it
+    (a 4k JPEG decodes several times faster). Raises ImageError with a one-line reason when the
+    picture cannot be used."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     name = getattr(source, "name", None) or (str(source) if isinstance(source, (str, os.PathLike)) else "image")
@@ -102,10 +123,10 @@ def open_image(source, target_side: int | None = None, max_pixels: int = MAX_PIX
                 raise ImageError(f"{name}: empty image ({w}x{h})")
             if getattr(im, "is_animated", False):
                 im.seek(0)  # an animation: its first frame
-            if target_side and im.format == "JPEG":
-                scale = target_side / max(w, h)
-                if scale < 1:
-                    im.draft("RGB", (max(1, int(w * scale)), max(1, int(h * scale))))
+            if need is not None and im.format == "JPEG":
+                tw, th = need(w, h)
+                if tw < w and th < h:
+                    im.draft("RGB", (tw, th))
             im.load()
             im = ImageOps.exif_transpose(im) if im.getexif() else im
             return _to_rgb(im)
@@ -149,9 +170,18 @@ def fit_size(width: int, height: int, long_side: int) -> tuple[int, int]:
     return max(1, int(round(width * s))), max(1, int(round(height * s)))
 
 
+def fit_short(width: int, height: int, short_side: int, max_aspect: float = 2.0) -> tuple[int, int]:
+    """(w, h) with the aspect kept, the short side `short_side`, the long side at most
+    `max_aspect` x `short_side`; no side under 1 px."""
+    s = short_side / min(width, height)
+    s = min(s, max_aspect * short_side / max(width, height))
+    return max(1, int(round(width * s))), max(1, int(round(height * s)))
+
+
 class Letterbox(NamedTuple):
-    """Where the picture lies in the model's square canvas (canvas pixels)."""
-    side: int
+    """Where the picture lies in the model's canvas (canvas pixels; canvas `height` x `width`)."""
+    height: int
+    width: int
     x0: int
     y0: int
     w: int
@@ -160,26 +190,33 @@ class Letterbox(NamedTuple):
     def crop(self, t, grid: tuple[int, int] | None = None):
         """The picture's part of anything laid over the canvas ([..., gh, gw], any grid)."""
         gh, gw = grid or t.shape[-2:]
-        y0, y1 = _span(self.y0, self.h, self.side, gh)
-        x0, x1 = _span(self.x0, self.w, self.side, gw)
+        y0, y1 = _span(self.y0, self.h, self.height, gh)
+        x0, x1 = _span(self.x0, self.w, self.width, gw)
         return t[..., y0:y1, x0:x1]
 
 
 def _span(start: int, length: int, side: int, n: int) -> tuple[int, int]:
-    a = int(np.floor(start * n / side))
-    b = int(np.ceil((start + length) * n / side))
+    a = int(np.floor(start * n / side + 1e-6))
+    b = int(np.ceil((start + length) * n / side - 1e-6))
     return a, max(b, a + 1)
 
 
-def letterbox_box(width: int, height: int, side: int) -> Letterbox:
-    w, h = fit_size(width, height, side)
-    return Letterbox(side, (side - w) // 2, (side - h) // 2, w, h)
+def _pad_to(n: int, stride: int) -> int:
+    return max(stride, -(-n // stride) * stride)
+
+
+def canvas_box(width: int, height: int, pre: "Preprocess") -> Letterbox:
+    """The canvas of a working image of (width, height): the picture at the model's size, centred
+    in a canvas padded up to the stride, and to at least `image_size` a side (a training window)."""
+    w, h = pre.model_size(width, height)
+    cw, ch = (max(_pad_to(n, pre.stride), pre.image_size) for n in (w, h))
+    return Letterbox(ch, cw, (cw - w) // 2, (ch - h) // 2, w, h)
 
 
 def picture_box(size: tuple[int, int], pre: "Preprocess") -> Letterbox:
-    """Where a picture of `size` (w, h) lies in the model canvas (via its working size, exactly
+    """Where a picture of `size` (w, h) lies in its model canvas (via its working size, exactly
     as `canvas` places it)."""
-    return letterbox_box(*fit_size(size[0], size[1], pre.working_side), pre.image_size)
+    return canvas_box(*pre.working_size(*size), pre)
 
 
 def resize_array(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -206,13 +243,14 @@ class WorkingImage:
         return self.pixels.shape[:2]
 
 
-def to_working(image, pre: Preprocess, name: str = "") -> WorkingImage:
-    """A PIL image (any size) -> its WorkingImage."""
-    w, h = image.size
-    im = image if image.mode == "RGB" else _to_rgb(image)
+def to_working(image, pre: Preprocess, name: str = "", size: tuple[int, int] | None = None) -> WorkingImage:
+    """A PIL image -> its WorkingImage. `size`: the picture's own (w, h) when `image` was decoded
+    smaller (a JPEG at a DCT scale): the working size follows the picture, not the decode."""
     from PIL import Image
 
-    small = im.resize(fit_size(w, h, pre.working_side), Image.BILINEAR, reducing_gap=3.0)
+    w, h = size or image.size
+    im = image if image.mode == "RGB" else _to_rgb(image)
+    small = im.resize(pre.working_size(w, h), Image.BILINEAR, reducing_gap=3.0)
     return WorkingImage(np.asarray(small, np.uint8), (int(w), int(h)), name)
 
 
@@ -223,18 +261,22 @@ def load_working(path, pre: Preprocess, cache: "WorkingImageCache | None" = None
     from PIL import Image
 
     if cache is not None and not preview_side:
-        hit = cache.get(path, pre.working_side, md5)
+        hit = cache.get(path, pre.cache_key, md5)
         if hit is not None:
             return hit
-    image = open_image(path, target_side=max(pre.working_side, preview_side or 0))
-    orig = _original_size(path) or image.size
-    work = to_working(image, pre, name=str(path))
-    work.size = (int(orig[0]), int(orig[1]))  # a JPEG decoded at a DCT scale: its own size
+
+    def need(w: int, h: int) -> tuple[int, int]:
+        a = pre.working_size(w, h)
+        b = fit_size(w, h, min(preview_side, max(w, h))) if preview_side else (0, 0)
+        return max(a[0], b[0]), max(a[1], b[1])
+
+    image = open_image(path, need=need)
+    work = to_working(image, pre, name=str(path), size=_original_size(path) or image.size)
     if preview_side:
         fit = fit_size(*image.size, min(preview_side, max(image.size)))
         work.preview = image if fit == image.size else image.resize(fit, Image.BILINEAR, reducing_gap=3.0)
     if cache is not None:
-        cache.put(path, work, pre.working_side, md5)
+        cache.put(path, work, pre.cache_key, md5)
     return work
 
 
@@ -251,9 +293,9 @@ def _original_size(path) -> tuple[int, int] | None:
 
 
 def canvas(pixels: np.ndarray, pre: Preprocess) -> tuple[np.ndarray, Letterbox]:
-    """uint8 [S, S, 3] model canvas of a working image's pixels, and where they lie in it."""
-    box = letterbox_box(pixels.shape[1], pixels.shape[0], pre.image_size)
-    out = np.empty((box.side, box.side, 3), np.uint8)
+    """uint8 [H, W, 3] model canvas of a working image's pixels, and where they lie in it."""
+    box = canvas_box(pixels.shape[1], pixels.shape[0], pre)
+    out = np.empty((box.height, box.width, 3), np.uint8)
     out[:] = np.array(pre.fill, np.uint8)
     out[box.y0:box.y0 + box.h, box.x0:box.x0 + box.w] = resize_array(pixels, (box.w, box.h))
     return out, box
@@ -264,13 +306,22 @@ def letterbox_plane(plane: np.ndarray, box: Letterbox, fill: float = 0) -> np.nd
     resized bilinearly, bool masks resized as 0/255 and thresholded at half."""
     if plane.dtype == bool:
         return letterbox_plane(plane.astype(np.uint8) * 255, box, fill * 255) >= 128
-    out = np.full((box.side, box.side), fill, dtype=plane.dtype)
+    out = np.full((box.height, box.width), fill, dtype=plane.dtype)
     out[box.y0:box.y0 + box.h, box.x0:box.x0 + box.w] = resize_array(plane, (box.w, box.h))
     return out
 
 
+def square_window(t, size: int, u: tuple[float, float] | None = None):
+    """A `size` x `size` window of a canvas t [..., H, W] (both sides >= size): at fractions `u`
+    of the free room (a random crop in training), centred when None."""
+    h, w = t.shape[-2:]
+    fy, fx = u if u is not None else (0.5, 0.5)
+    y0, x0 = int(round(fy * (h - size))), int(round(fx * (w - size)))
+    return t[..., y0:y0 + size, x0:x0 + size]
+
+
 def normalise(canvas_u8, pre: Preprocess):
-    """uint8 [..., S, S, 3] (numpy) or float [.., 3, S, S] in 0..1 (torch) -> normalised [.., 3, S, S]."""
+    """uint8 [..., H, W, 3] (numpy) or float [.., 3, H, W] in 0..1 (torch) -> normalised [.., 3, H, W]."""
     import torch
 
     t = canvas_u8
@@ -282,7 +333,7 @@ def normalise(canvas_u8, pre: Preprocess):
 
 
 def model_input(work: WorkingImage | np.ndarray, pre: Preprocess):
-    """(x [3, S, S] normalised, Letterbox) for a working image."""
+    """(x [3, H, W] normalised, Letterbox) for a working image."""
     pixels = work.pixels if isinstance(work, WorkingImage) else work
     c, box = canvas(pixels, pre)
     return normalise(c, pre), box
@@ -322,19 +373,20 @@ def upsample_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 @dataclass
 class WorkingImageCache:
     """Working images as PNG files under `root`, named by the original's md5 and the working
-    side. A missing md5 is replaced by one of the file's path, size and mtime."""
+    geometry (`Preprocess.cache_key`). A missing md5 is replaced by one of the file's path, size
+    and mtime."""
     root: Path
     hits: int = 0
     misses: int = 0
     _warned: bool = field(default=False, repr=False)
 
-    def key(self, path, side: int, md5: str | None) -> Path:
+    def key(self, path, side: str, md5: str | None) -> Path:
         if not md5:
             st = os.stat(path)
             md5 = hashlib.md5(f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
-        return Path(self.root) / f"w{side}" / md5[:2] / f"{md5}.png"
+        return Path(self.root) / side / md5[:2] / f"{md5}.png"
 
-    def get(self, path, side: int, md5: str | None = None) -> WorkingImage | None:
+    def get(self, path, side: str, md5: str | None = None) -> WorkingImage | None:
         from PIL import Image
 
         try:
@@ -349,7 +401,7 @@ class WorkingImageCache:
         self.hits += 1
         return WorkingImage(pixels, size, str(path))
 
-    def put(self, path, work: WorkingImage, side: int, md5: str | None = None) -> None:
+    def put(self, path, work: WorkingImage, side: str, md5: str | None = None) -> None:
         from PIL import Image, PngImagePlugin
 
         try:

@@ -103,7 +103,7 @@ def _sims(model, x: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, tor
 def text_cam(model, x: torch.Tensor, text: torch.Tensor, tags: list[str], cfg: CamConfig,
              nests: set[tuple[str, str]] | None = None, zoom: list[float] | None = None,
              part_area: list[tuple[int, float]] | None = None, zoom_max_area: float = 0.12) -> CamOutput:
-    """Maps for one preprocessed image x [3,S,S] and its tags' embeddings text [K,D].
+    """Maps for one model input x [3,H,W] (`imaging.model_input`) and its tags' embeddings text [K,D].
 
     `zoom` (one factor per tag, default 1): tag k's maps come from the image enlarged by zoom[k]
     (times each of cfg.scales), so a small thing can be looked at closer than the stuff around it;
@@ -114,7 +114,7 @@ def text_cam(model, x: torch.Tensor, text: torch.Tensor, tags: list[str], cfg: C
     big girl's dress is not small: zoomed, only its hem was found)."""
     comp = competitor_matrix(tags, cfg.mode, nests or set())
     scale = model_scale(model, cfg.temperature)
-    size = x.shape[-1]
+    height, width = x.shape[-2:]
     zoom_t = torch.tensor(zoom if zoom is not None else [1.0] * len(tags), dtype=torch.float32)
     parts = [(k, j, r) for k, (j, r) in enumerate(part_area or []) if j >= 0 and zoom_t[k] != 1.0]
     zooms = set(zoom_t.tolist()) | ({1.0} if parts else set())
@@ -126,8 +126,8 @@ def text_cam(model, x: torch.Tensor, text: torch.Tensor, tags: list[str], cfg: C
         for s in cfg.scales:
             xs = x.unsqueeze(0)
             if s * z != 1.0:
-                side = max(32, int(round(size * s * z / 32)) * 32)
-                xs = F.interpolate(xs, size=(side, side), mode="bilinear", align_corners=False)
+                zs = tuple(max(32, int(round(n * s * z / 32)) * 32) for n in (height, width))
+                xs = F.interpolate(xs, size=zs, mode="bilinear", align_corners=False)
             batch = torch.cat([xs, xs.flip(-1)]) if cfg.flip else xs
             feats, sim, bg = _sims(model, batch, text)
             probs = competitive_softmax(sim, bg, comp, scale)

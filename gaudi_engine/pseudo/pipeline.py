@@ -3,7 +3,7 @@ Round 2 (`segmenter_ckpt`, self-training as in MaskCLIP+): the round-1 segmenter
 replace the CAM -> affinity part; regions (at `infer`'s scale) and validators are the same, and
 round 1's `zoom.json` / `nesting.json` are copied from the run the segmenter was trained on.
 
-Every pixel step runs on the post's working image (`imaging`: decoded once, aspect kept, long side
+Every pixel step runs on the post's working image (`imaging`: decoded once, aspect kept, short side
 `Preprocess.working_side`, cached beside the manifest); the masks and soft maps are upsampled to
 the image's own size only when written.
 
@@ -233,8 +233,8 @@ class PseudoLabeler:
             full = seg if seg_w >= 1.0 else seg_w * seg + (1 - seg_w) * full
             if seg_w >= 1.0:  # no CAM pass at all; the consistency validator checks the segmenter
                 # on the plain and the flipped image
-                side = max(x.shape[-1] // 4, 1)
-                both = self.segmenter.probabilities(torch.stack([x, x.flip(-1)]), text, (side, side))
+                grid = (max(x.shape[-2] // 4, 1), max(x.shape[-1] // 4, 1))
+                both = self.segmenter.probabilities(torch.stack([x, x.flip(-1)]), text, grid)
                 views = box.crop(torch.stack([both[0], both[1].flip(-1)]))
         return ScoreMaps(x, full.cpu().numpy(), views.cpu().numpy(), peaks.cpu().numpy(), box)
 

@@ -83,13 +83,13 @@ def grey_out(x: torch.Tensor, remove: torch.Tensor) -> torch.Tensor:
 def validate_image(x: torch.Tensor, masks: dict[str, np.ndarray], view_masks: dict[str, np.ndarray],
                    tags: list[str], score_fn: ScoreFn, cfg: ValidatorConfig,
                    box: Letterbox | None = None) -> dict[str, dict]:
-    """Scores and verdict for each tag's candidate mask on one model input x [3,S,S] (the
-    working image letterboxed: `box` says where; None: it fills the canvas).
+    """Scores and verdict for each tag's candidate mask on one model input x [3,H,W] (the
+    working image's canvas: `box` says where the picture lies; None: it fills the canvas).
 
     masks: tag -> bool mask at working size; view_masks: tag -> [V, h, w] per-view masks.
     Returns tag -> {"accepted", "reason", "mask" (possibly trimmed), scores...}."""
-    size = x.shape[-1]
-    box = box or Letterbox(size, 0, 0, size, size)
+    h, w = x.shape[-2:]
+    box = box or Letterbox(h, w, 0, 0, w, h)
     out: dict[str, dict] = {}
     variants = [x]
     plan: list[tuple[str, str, int, np.ndarray | None]] = []  # (tag, kind, variant idx, part)

@@ -112,9 +112,11 @@ def build_vocab(records: list[dict], min_count: int = 1) -> list[str]:
 
 
 class TagImageDataset(torch.utils.data.Dataset):
-    """Stage A items: {"image": normalised float [3,S,S], "labels": multi-hot [V], "index"}.
-    Augmentation (train=True): horizontal flip, mild random resized crop, mild colour jitter;
-    each (seed, epoch, index) draws the same augmentation, so runs and resumes are reproducible."""
+    """Stage A items: {"image": normalised float [3,S,S], "labels": multi-hot [V], "index"}: a
+    square window of the picture's model canvas (short side S, aspect kept), random in training;
+    without training the whole canvas [3,H,W]. Augmentation (train=True): horizontal flip, mild random resized crop, mild
+    colour jitter; each (seed, epoch, index) draws the same augmentation, so runs and resumes are
+    reproducible."""
 
     def __init__(self, records: list[dict], vocab: list[str], preprocess: dict[str, Any],
                  train: bool = True, seed: int = 0, mosaic_p: float = 0.0, cache=None):
@@ -147,7 +149,7 @@ class TagImageDataset(torch.utils.data.Dataset):
                 kept.append(r)
         if not images:
             raise GaudiError("no readable images in the manifest")
-        self.images = torch.stack(images)  # uint8 [N,3,S,S]: 600 images at 160 px ≈ 46 MB
+        self.images = images  # uint8 [3,H,W] canvases: 600 2:3 pictures at 128 px ≈ 44 MB
         self.labels = torch.stack(labels)
         self.records = kept
 
@@ -177,16 +179,25 @@ class TagImageDataset(torch.utils.data.Dataset):
         img = (img - img.mean()) * c + img.mean()
         return (img * b).clamp(0, 1)
 
+    def window(self, i: int, g: torch.Generator | None) -> torch.Tensor:
+        """Picture i's S x S window in 0..1: random with a generator, else centred."""
+        from ..imaging import square_window
+
+        u = tuple(torch.rand(2, generator=g).tolist()) if g is not None else None
+        return square_window(self.images[i], self.size, u).float() / 255.0
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        img, y = self.images[i].float() / 255.0, self.labels[i]
-        if self.train:
+        y = self.labels[i]
+        if not self.train:  # the whole canvas: evaluation sees the whole picture
+            img = self.images[i].float() / 255.0
+        else:
             g = torch.Generator().manual_seed(hash((self.seed, self.epoch, i)) & 0x7FFFFFFF)
-            img = self._augment(img, g)
+            img = self._augment(self.window(i, g), g)
             if self.mosaic_p > 0 and float(torch.rand(1, generator=g)) < self.mosaic_p:
                 # two scenes side by side, labels united: a tag must be found where it is, not
                 # guessed from the scene's context (context decoupling, as CDA/CutMix do for WSSS)
                 j = int(torch.randint(len(self), (1,), generator=g))
-                other = self._augment(self.images[j].float() / 255.0, g)
+                other = self._augment(self.window(j, g), g)
                 half = self.size // 2
                 a = Fn.interpolate(img[None], size=(self.size, half), mode="bilinear", align_corners=False)[0]
                 b = Fn.interpolate(other[None], size=(self.size, self.size - half), mode="bilinear", align_corners=False)[0]
