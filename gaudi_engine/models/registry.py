@@ -51,8 +51,16 @@ def model_config(model_name: str) -> dict[str, Any]:
     return copy.deepcopy(cfg)
 
 
-def build_clip(model_cfg: dict[str, Any]):
-    """An open_clip CLIP/CustomTextCLIP from a config dict (random init, no downloads)."""
+def build_clip(model_cfg: dict[str, Any], lean: bool = False):
+    """An open_clip CLIP/CustomTextCLIP from a config dict (random init, no downloads). `lean`:
+    for weights a checkpoint is about to overwrite, the same model from torch.nn alone when
+    `lean.supports` the config (gaudi-lite0): no open_clip/timm/torchvision imports (~4 s), on
+    the meta device, to be filled with `load_state_dict(state, assign=True)`."""
+    if lean:
+        from . import lean as lean_towers
+
+        if lean_towers.supports(model_cfg):
+            return lean_towers.build_lean_clip(model_cfg)
     import open_clip
 
     cfg = copy.deepcopy(model_cfg)
