@@ -7,7 +7,9 @@
 - AMP on CUDA (bf16 where supported, else fp16 with a GradScaler); AdamW, linear warmup then
   cosine decay, gradient clipping.
 - out/config.json (the full run config), out/metrics.jsonl, TensorBoard events in out/tb/,
-  out/checkpoints/last.pt each epoch (atomic), progress bar + "metric" JSONL events; rank 0 writes.
+  each epoch out/checkpoints/model.pt (the model: what infer, pseudolabels and --init-from read)
+  and out/checkpoints/last.pt (the same + optimizer, scheduler, scaler, RNG: what --resume reads),
+  each atomic; progress bar + "metric" JSONL events; rank 0 writes.
 - `resume=True` restores model, optimizer, scheduler, scaler, epoch, step and RNG from last.pt,
   and forces the saved run config back (except device/workers/resume, which are about this run).
 """
@@ -27,7 +29,7 @@ import torch
 import torch.distributed as dist
 
 from ..errors import GaudiError
-from ..models.checkpoint import load_checkpoint, save_checkpoint
+from ..models.checkpoint import EXPORT_NAME, RESUME_NAME, load_checkpoint, save_run_checkpoints
 from ..progress import Progress
 
 _RUN_LOCAL = ("device", "workers", "resume", "log_every")  # not forced back on resume
@@ -57,7 +59,7 @@ class TrainConfig:
 def saved_config(out: str | os.PathLike) -> dict[str, Any] | None:
     """The run config stored in out/checkpoints/last.pt (None when there is none) — callers use
     it on --resume to rebuild the model exactly as it was before calling train_loop."""
-    ck = Path(out) / "checkpoints" / "last.pt"
+    ck = Path(out) / "checkpoints" / RESUME_NAME
     if not ck.exists():
         return None
     return load_checkpoint(ck).get("train_config")
@@ -159,10 +161,11 @@ class _Quiet:
 def train_loop(cfg: TrainConfig, model: torch.nn.Module, dataset, loss_fn: Callable,
                collate: Callable | None = None, make_payload: Callable[[torch.nn.Module], dict] | None = None,
                lr_scale: Callable[[str], float] | None = None) -> dict[str, Any]:
-    """Train; returns a summary (loss, steps, epochs, checkpoint path, seconds, step times)."""
+    """Train; returns a summary (loss, steps, epochs, seconds, step times, `checkpoint`: the
+    model.pt to use, `resume_checkpoint`: the last.pt that --resume reads)."""
     rank, world, local_rank = _dist_env()
     out = Path(cfg.out)
-    ck_path = out / "checkpoints" / "last.pt"
+    ck_path = out / "checkpoints" / RESUME_NAME
     resume_payload = None
     if cfg.resume:
         if not ck_path.exists():
@@ -237,7 +240,8 @@ def train_loop(cfg: TrainConfig, model: torch.nn.Module, dataset, loss_fn: Calla
     metrics_fh = open(out / "metrics.jsonl", "a", encoding="utf-8") if is_main else None
 
     t_start = time.time()
-    summary: dict[str, Any] = {"checkpoint": str(ck_path), "epochs": epoch0, "steps": step, "loss": float("nan")}
+    summary: dict[str, Any] = {"checkpoint": str(ck_path.with_name(EXPORT_NAME)), "resume_checkpoint": str(ck_path),
+                               "epochs": epoch0, "steps": step, "loss": float("nan")}
     step_times: list[float] = []
     data_times: list[float] = []
     bar = Progress(cfg.stage, total=total, unit="step") if is_main else _Quiet()
@@ -305,7 +309,7 @@ def train_loop(cfg: TrainConfig, model: torch.nn.Module, dataset, loss_fn: Calla
                 payload["state_dict"] = {k: v.detach().cpu() for k, v in payload["state_dict"].items()}
                 payload.update(train_config=asdict(cfg), epoch=epoch, step=step, optimizer=opt.state_dict(),
                                scheduler=sched.state_dict(), scaler=scaler.state_dict(), rng=_rng_state())
-                save_checkpoint(ck_path, payload)
+                save_run_checkpoints(ck_path.parent, payload)
                 ep = {"epoch": epoch, "step": step, "epoch_loss": summary["loss"],
                       "seconds": round(time.time() - t_start, 2)}
                 metrics_fh.write(json.dumps({"time": round(time.time(), 3), **ep}) + "\n")

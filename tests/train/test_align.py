@@ -11,7 +11,7 @@ import torch
 from gaudi_engine import synth
 from gaudi_engine.cli import main as gaudi
 from gaudi_engine.errors import GaudiError
-from gaudi_engine.models.checkpoint import load_align, load_checkpoint
+from gaudi_engine.models.checkpoint import RESUME_KEYS, load_align, load_checkpoint
 from gaudi_engine.train import align as stage_a
 from gaudi_engine.train.data import read_manifest
 
@@ -46,8 +46,8 @@ def test_stage_a_ranks_present_tags_above_absent(synth_data, tmp_path):
     shuffled = _shuffled_manifest(train / "manifest.csv", tmp_path / "shuffled.csv")
     stage_a.train_align(shuffled, desc, tmp_path / "shuffled", epochs=6, **TINY)
     records = read_manifest(test / "manifest.csv")
-    real = stage_a.evaluate_map(load_align(tmp_path / "real" / "checkpoints" / "last.pt"), records)
-    control = stage_a.evaluate_map(load_align(tmp_path / "shuffled" / "checkpoints" / "last.pt"), records)
+    real = stage_a.evaluate_map(load_align(tmp_path / "real" / "checkpoints" / "model.pt"), records)
+    control = stage_a.evaluate_map(load_align(tmp_path / "shuffled" / "checkpoints" / "model.pt"), records)
     print("mAP real %.3f shuffled-labels control %.3f" % (real["mAP"], control["mAP"]))
     # held-out images: a model that learnt from the tags ranks them far better than one that could not
     assert real["mAP"] >= control["mAP"] + 0.15, (real["mAP"], control["mAP"])
@@ -62,7 +62,7 @@ def test_cli_run_layout_and_progress(synth_data, tmp_path, capsys):
                 "--out", "runs/a", "--model", "gaudi-tiny", "--image-size", "64", "--epochs", "2",
                 "--batch-size", "16", "--max-steps", "5", "--log-every", "2", "--device", "cpu"])
     out = capsys.readouterr().out
-    assert rc == 0 and "checkpoint runs/a/checkpoints/last.pt" in out, out
+    assert rc == 0 and "checkpoint runs/a/checkpoints/model.pt" in out, out
     run = tmp_path / "runs" / "a"
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["extra"]["model"] == "gaudi-tiny" and cfg["batch_size"] == 16 and cfg["world_size"] == 1
@@ -73,8 +73,14 @@ def test_cli_run_layout_and_progress(synth_data, tmp_path, capsys):
     events = [json.loads(line) for line in prog.read_text().splitlines()]
     assert any(e["event"] == "metric" and e["stage"] == "train-align" and "loss" in e for e in events)
     assert events[-1]["event"] == "end" and events[-1]["status"] == "ok"
-    payload = load_checkpoint(run / "checkpoints" / "last.pt")
+    payload = load_checkpoint(run / "checkpoints" / "model.pt")
     assert payload["kind"] == "align" and payload["step"] == 5 and payload["epoch"] == 0
+    # model.pt: the model without resume state; last.pt: the same + optimizer, scheduler, scaler, rng
+    resume = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert not set(RESUME_KEYS) & set(payload) and set(RESUME_KEYS) <= set(resume)
+    assert resume["optimizer"]["state"] and set(payload) == set(resume) - set(RESUME_KEYS)
+    assert all(torch.equal(v, resume["state_dict"][k]) for k, v in payload["state_dict"].items())
+    assert (run / "checkpoints" / "model.pt").stat().st_size < (run / "checkpoints" / "last.pt").stat().st_size
     assert payload["vocab"] == sorted(payload["vocab"]) and len(payload["vocab"]) == len(synth.SYNTH_TAGS)
     assert payload["text_emb"].shape == (len(payload["vocab"]), 64)
     assert payload["train_config"]["extra"]["manifest"].endswith("manifest.csv")
@@ -104,8 +110,9 @@ def test_resume_continues_exactly(synth_data, tmp_path, monkeypatch):
     # resumed with other settings: the saved run config wins (epochs, lr, model...)
     summary = stage_a.train_align(None, None, tmp_path / "resumed", resume=True, epochs=9, lr=0.5, device="cpu")
     assert summary["epochs"] == 2
-    a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")
-    b = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
+    assert summary["checkpoint"].endswith("model.pt") and summary["resume_checkpoint"].endswith("last.pt")
+    a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "model.pt")
+    b = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "model.pt")
     assert a["step"] == b["step"] and a["train_config"]["lr"] == b["train_config"]["lr"]
     for k, v in a["state_dict"].items():
         assert torch.allclose(v.float(), b["state_dict"][k].float(), atol=1e-5), k

@@ -36,7 +36,7 @@ def test_torchrun_two_cpu_processes(tmp_path):
     assert steps == [1, 2, 3, 4, 5, 6]
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert lines[-1]["ranks_in_sync"] is True  # gradients were averaged: both ranks ended equal
-    b = load_align(run / "checkpoints" / "last.pt")
+    b = load_align(run / "checkpoints" / "model.pt")
     assert b.config["step"] == 6 and b.config["epoch"] == 1 and len(b.vocab) > 5
     starts = [json.loads(x) for x in prog.read_text().splitlines()]
     for stage in ("train-align", "load-images"):  # one progress stream, from rank 0

@@ -89,7 +89,7 @@ def test_train_checkpoint_resume(tiny_data, tmp_path):
     s = train_segmenter(info["manifest"], info["tag_descriptions"], None, out, 1, init_from=ckpt,
                         gt_masks=root / "data" / "gt", batch_size=4, device="cpu")
     assert np.isfinite(s["loss"]) and s["steps"] == 3
-    b = load_segmenter(out / "checkpoints" / "last.pt")
+    b = load_segmenter(out / "checkpoints" / "model.pt")
     assert b.vocab[:3] == ["sky", "cloud", "sun"] and b.text_emb.shape[0] == len(b.vocab)
     with torch.no_grad():
         y = b.model(torch.zeros(1, 3, 64, 64), b.text_emb[:5], out_size=(64, 64))
@@ -108,10 +108,11 @@ def test_train_checkpoint_resume(tiny_data, tmp_path):
     with pytest.raises(GaudiError):
         load_segmenter(ckpt)  # an align checkpoint is not a segmenter
     # round 2: --init-from a segmenter checkpoint goes on training it (its weights, not a fresh decoder)
-    first = load_segmenter(out / "checkpoints" / "last.pt").model.state_dict()
+    first = load_segmenter(out / "checkpoints" / "model.pt").model.state_dict()
+    assert s2["checkpoint"] == str(out / "checkpoints" / "model.pt")
     s3 = train_segmenter(info["manifest"], info["tag_descriptions"], None, tmp_path / "seg2", 1,
-                         init_from=out / "checkpoints" / "last.pt", gt_masks=root / "data" / "gt", batch_size=4,
+                         init_from=out / "checkpoints" / "model.pt", gt_masks=root / "data" / "gt", batch_size=4,
                          device="cpu", lr=1e-9)
-    cont = load_segmenter(tmp_path / "seg2" / "checkpoints" / "last.pt").model.state_dict()
+    cont = load_segmenter(tmp_path / "seg2" / "checkpoints" / "model.pt").model.state_dict()
     assert s3["steps"] == 3
     assert torch.allclose(cont["head.weight"], first["head.weight"], atol=1e-5)
