@@ -116,9 +116,13 @@ class AlignModel(nn.Module):
 
     def dense_features(self, x: torch.Tensor) -> torch.Tensor:
         """[B,D,h,w], L2-normalised over D."""
-        if self.tower == "timm":
-            feats = self.trunk_features(x)
+        if self.tower == "timm" and self.training:
+            feats = self.trunk_features(x)  # every stage: their BatchNorm statistics train too
             f = self.dense_head([feats[i] for i in self._dense_levels])
+        elif self.tower == "timm":  # eval: the stages after the last dense level are not computed
+            feats = self.clip.visual.trunk.forward_intermediates(x, indices=list(self._dense_levels), stop_early=True,
+                                                                 intermediates_only=True)
+            f = self.dense_head(list(feats))
         else:
             _, f = self._vit_tokens(x, taps=[])
         return Fn.normalize(f.float(), dim=1)

@@ -150,9 +150,11 @@ class EfficientNetTrunk(nn.Module):
         self.feature_info = info
         self.stage_ends = [d["stage"] for d in info]
 
-    def forward_intermediates(self, x: torch.Tensor, indices=None, intermediates_only: bool = False):
+    def forward_intermediates(self, x: torch.Tensor, indices=None, stop_early: bool = False,
+                              intermediates_only: bool = False):
         """As timm's (NCHW, every feature_info level unless `indices` picks some): the stem's and
-        the reduction stages' outputs; with `intermediates_only=False` also the head's output."""
+        the reduction stages' outputs; with `intermediates_only=False` also the head's output;
+        `stop_early`: no stage after the last one picked."""
         n = len(self.stage_ends)
         if indices is None:
             pick = list(range(n))
@@ -166,7 +168,8 @@ class EfficientNetTrunk(nn.Module):
         if 0 in take:
             out.append(x)
         feat_idx = 0
-        for feat_idx, blk in enumerate(self.blocks, start=1):
+        blocks = list(self.blocks)[:max(take, default=0)] if stop_early else self.blocks
+        for feat_idx, blk in enumerate(blocks, start=1):
             x = blk(x)
             if feat_idx in take:
                 out.append(x)

@@ -68,6 +68,9 @@ def test_bit_identical_outputs_and_grads(pair, mode):
         (fa, ia), (fb, ib) = (mine.visual.trunk.forward_intermediates(x, indices=ind),
                               ref.visual.trunk.forward_intermediates(x, indices=ind))
         assert torch.equal(fa, fb) and len(ia) == len(ib) and all(torch.equal(u, v) for u, v in zip(ia, ib))
+    a = mine.visual.trunk.forward_intermediates(x, indices=[2], stop_early=True, intermediates_only=True)
+    b = ref.visual.trunk.forward_intermediates(x, indices=[2], stop_early=True, intermediates_only=True)
+    assert len(a) == len(b) == 1 and torch.equal(a[0], b[0])
     with torch.no_grad():
         assert torch.equal(mine.encode_text(tok), ref.encode_text(tok))  # the no-grad fast attention path
     la = mine.encode_text(tok).square().sum() + mine.encode_image(x).square().sum()

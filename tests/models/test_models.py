@@ -116,3 +116,28 @@ def test_lite0_imagenet_mapping_classifies_chelsea_as_a_cat():
     m = create_align_model("gaudi-lite0")
     assert torch.equal(m.clip.visual.trunk.conv_stem.weight, trunk.conv_stem.weight)
     assert m.preprocess_cfg["mean"] == [0.5, 0.5, 0.5] and m.align_cfg["init"] == "lite0_imagenet"
+
+
+@pytest.mark.parametrize("name", ["gaudi-tiny", "gaudi-lite0"])
+def test_eval_dense_features_skip_unused_stages(name, tmp_path):
+    """In eval mode dense_features stops the trunk after its last dense level: the same numbers as
+    running every stage (train mode runs them all: their BatchNorm statistics train)."""
+    from gaudi_engine.models.checkpoint import load_align, save_checkpoint
+    from gaudi_engine.train.align import align_payload
+
+    torch.manual_seed(0)
+    m = create_align_model(name, pretrained="none", image_size=64)
+    # gaudi-lite0 through a checkpoint: the lean towers' stop_early too
+    m = load_align(save_checkpoint(tmp_path / "m.pt", align_payload(m, ["sky"], {}))).model
+    m.eval()
+    x = torch.randn(2, 3, 64, 96)
+    calls = []
+    trunk = m.clip.visual.trunk
+    real = trunk.forward_intermediates
+    trunk.forward_intermediates = lambda *a, **k: calls.append(k) or real(*a, **k)
+    with torch.no_grad():
+        fast = m.dense_features(x)
+        feats = real(x, intermediates_only=True)
+        full = torch.nn.functional.normalize(m.dense_head([feats[i] for i in m._dense_levels]).float(), dim=1)
+    assert calls and calls[0].get("stop_early") and max(m._dense_levels) < len(feats) - 1
+    assert torch.equal(fast, full)
