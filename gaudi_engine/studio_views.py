@@ -35,12 +35,12 @@ def list_runs(ws: Workspace) -> list[dict[str, Any]]:
     for d in ws.runs_dir.iterdir():
         if not d.is_dir() or d.name.startswith((".", "_")):
             continue
-        ckpts = sorted(d.glob("checkpoints/*.pt")) + sorted(d.glob("*.pt"))
+        ckpts = sorted(d.glob("checkpoints/*.pt"), key=_checkpoint_order) + sorted(d.glob("*.pt"))
         metrics = _last_metrics(d)
         rows.append({
             "run": d.name,
             "kind": RUN_KINDS.get(run_kind(d.name), run_kind(d.name)),
-            "checkpoints": ", ".join(ws.rel(p) for p in ckpts),
+            "checkpoints": ", ".join(ws.rel(p) + (" (resume)" if _is_resume_state(p) else "") for p in ckpts),
             "modified": time.strftime("%Y-%m-%d %H:%M", time.localtime(d.stat().st_mtime)),
             "metrics": ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                  for k, v in metrics.items())[:120],
@@ -71,12 +71,25 @@ def _last_metrics(run_dir: Path) -> dict[str, Any]:
     return {k: v for k, v in last.items() if isinstance(v, (int, float)) and k not in ("time",)}
 
 
+def _checkpoint_order(p: Path) -> tuple[int, str]:
+    """model.pt (the model) first, then last.pt (an older run's only one), then others by name."""
+    return ({"model.pt": 0, "last.pt": 1}.get(p.name, 2), p.name)
+
+
+def _is_resume_state(p: Path) -> bool:
+    """last.pt beside a model.pt: the same model + optimizer state, only for --resume."""
+    return p.name == "last.pt" and (p.parent / "model.pt").is_file()
+
+
 def checkpoints(ws: Workspace, kind: str) -> list[str]:
-    """Checkpoints of runs of one kind (`align`, `seg`), newest run first, `last.pt` first."""
-    out: list[tuple[float, int, str]] = []
+    """Checkpoints of runs of one kind (`align`, `seg`), newest run first, `model.pt` first (a run
+    from before model.pt existed: its `last.pt`); a last.pt beside a model.pt is left out (the
+    same model + resume state)."""
+    out: list[tuple[float, tuple[int, str], str]] = []
     for d in ws.runs_dir.glob(f"{kind}_*"):
         for p in d.glob("checkpoints/*.pt"):
-            out.append((d.stat().st_mtime, 0 if p.name == "last.pt" else 1, ws.rel(p)))
+            if not _is_resume_state(p):
+                out.append((d.stat().st_mtime, _checkpoint_order(p), ws.rel(p)))
     out.sort(key=lambda t: (-t[0], t[1], t[2]))
     return [t[2] for t in out]
 

@@ -11,7 +11,7 @@ from gaudi_engine.train.data import read_manifest
 from gaudi_engine.train.segmenter import train_segmenter
 
 W = Path(sys.argv[1] if len(sys.argv) > 1 and not sys.argv[1].startswith("--") else "/tmp/demo600")
-align = W / "runs/align_s1/checkpoints/last.pt"
+align = W / "runs/align_s1/checkpoints/model.pt"
 src = W / "demo_source"
 res = {}
 train_recs = read_manifest(src / "manifest.csv")
@@ -21,7 +21,7 @@ for v in ("v1", "v2"):
                                            "mean_iou_rejected", "accepted_over_rejected", "best_validator",
                                            "best_spearman")}
 t = time.time()
-orc_ckpt = W / "runs/seg_oracle/checkpoints/last.pt"
+orc_ckpt = W / "runs/seg_oracle/checkpoints/model.pt"
 if "--reuse-oracle" in sys.argv and orc_ckpt.exists():  # same Stage A: the same oracle (deterministic)
     orc = {"checkpoint": orc_ckpt}
 else:
@@ -32,8 +32,8 @@ test = synth.generate(W / "heldout_test", 200, seed=0, size=(128, 192), split="t
 recs = read_manifest(test["manifest"])
 gt = W / "heldout_test" / "gt"
 per_tag = {}
-for name, seg in (("cam_only", None), ("s1", W / "runs/seg_s1/checkpoints/last.pt"),
-                  ("s2", W / "runs/seg_s2/checkpoints/last.pt"), ("oracle", Path(orc["checkpoint"]))):
+for name, seg in (("cam_only", None), ("s1", W / "runs/seg_s1/checkpoints/model.pt"),
+                  ("s2", W / "runs/seg_s2/checkpoints/model.pt"), ("oracle", Path(orc["checkpoint"]))):
     r = score_predictor(Predictor(align, seg), recs, gt)
     res[name] = round(r["miou"], 4)
     per_tag[name] = {k: round(v, 3) for k, v in r["per_tag"].items()}

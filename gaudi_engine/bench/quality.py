@@ -213,7 +213,7 @@ def _train_align(work: Path, manifest, desc, model, image_size, epochs, batch_si
     out = work / "align_s1"
     stage_a.train_align(manifest, desc, out, model_name=model, epochs=epochs, batch_size=batch_size,
                         image_size=image_size, device=device, seed=seed)
-    return out / "checkpoints" / "last.pt"
+    return out / "checkpoints" / "model.pt"
 
 
 def markdown_table(result: dict) -> str:

@@ -56,6 +56,16 @@ def _required_file(p: Path | None, flag: str) -> Path:
     return p
 
 
+def _checkpoint_file(ws, p, flag: str) -> Path | None:
+    """A checkpoint flag's file: a file, or a run folder (-> its checkpoints/model.pt), or a
+    model.pt that an older run (last.pt only) lacks (-> that last.pt); None when not given."""
+    if not p:
+        return None
+    from ..models.checkpoint import resolve_checkpoint
+
+    return _required_file(resolve_checkpoint(_in_path(ws, p)), flag)
+
+
 def cmd_pseudolabels(args) -> int:
     from ..cli import workspace_of
     from ..errors import GaudiError
@@ -67,8 +77,8 @@ def cmd_pseudolabels(args) -> int:
     ws = workspace_of(args)
     manifest = _required_file(_in_path(ws, args.manifest), "--manifest")
     tag_desc = _required_file(_in_path(ws, args.tag_desc), "--tag-desc") if args.tag_desc else None
-    align = _required_file(_in_path(ws, args.align_ckpt), "--align-ckpt")
-    seg = _required_file(_in_path(ws, args.segmenter_ckpt), "--segmenter-ckpt") if args.segmenter_ckpt else None
+    align = _checkpoint_file(ws, args.align_ckpt, "--align-ckpt")
+    seg = _checkpoint_file(ws, args.segmenter_ckpt, "--segmenter-ckpt")
     out = _out_path(ws, args.out)
     shard = parse_shard(args.shard)
     if not 0.0 <= args.reject_quantile < 1.0:
@@ -129,7 +139,7 @@ def cmd_train_segmenter(args) -> int:
     gt = _in_path(ws, args.gt_masks) if args.gt_masks else None
     if gt is not None and not gt.is_dir():
         raise GaudiError(f"--gt-masks {gt}: not a folder")
-    init = _required_file(_in_path(ws, args.init_from), "--init-from") if args.init_from else None
+    init = _checkpoint_file(ws, args.init_from, "--init-from")
     summary = train_segmenter(manifest=manifest, tag_desc=tag_desc, pseudomasks=pm, out=_out_path(ws, args.out),
                               epochs=args.epochs, init_from=init, gt_masks=gt, batch_size=args.batch_size,
                               lr=args.lr, device=args.device, resume=args.resume, seed=args.seed,
@@ -148,8 +158,8 @@ def cmd_infer(args) -> int:
     ws = workspace_of(args)
     if bool(args.image) == bool(args.images):
         raise GaudiError("pass exactly one of --image FILE (single) or --images DIR (batch)")
-    align = _required_file(_in_path(ws, args.align_ckpt), "--align-ckpt") if args.align_ckpt else None
-    seg = _required_file(_in_path(ws, args.segmenter_ckpt), "--segmenter-ckpt") if args.segmenter_ckpt else None
+    align = _checkpoint_file(ws, args.align_ckpt, "--align-ckpt")
+    seg = _checkpoint_file(ws, args.segmenter_ckpt, "--segmenter-ckpt")
     if not 0.0 < args.threshold < 1.0:
         raise GaudiError("--threshold must be between 0 and 1")
     descs = None
@@ -191,8 +201,9 @@ def register(add_command) -> None:
                     "Resumable: a rerun skips finished posts.")
     p.add_argument("--manifest", required=True, help="manifest.csv (gaudi export-manifest / synth)")
     p.add_argument("--tag-desc", help="tag_descriptions.json (default: the checkpoint's)")
-    p.add_argument("--align-ckpt", required=True, help="Stage A checkpoint (checkpoints/last.pt)")
-    p.add_argument("--segmenter-ckpt", help="round 2: a Stage B checkpoint whose probabilities "
+    p.add_argument("--align-ckpt", required=True,
+                   help="Stage A checkpoint: runs/align_s1/checkpoints/model.pt (or the run folder)")
+    p.add_argument("--segmenter-ckpt", help="round 2: a Stage B checkpoint (checkpoints/model.pt) whose probabilities "
                    "(>= 0.5, averaged in regions) replace the CAM's maps (self-training)")
     p.add_argument("--out", required=True, help="output folder, e.g. runs/pseudomasks_v1")
     p.add_argument("--shard", help="I/N: do only the I-th of N contiguous parts of the posts")
@@ -242,12 +253,13 @@ def register(add_command) -> None:
     p.add_argument("--epochs", type=int, default=None,
                    help="epochs (default 10; 5 when --init-from is a segmenter checkpoint, i.e. round 2 "
                         "going on training round 1)")
-    p.add_argument("--init-from", help="checkpoint to start from: Stage A align (fresh decoder; default: the "
-                   "pseudomasks' one) or a segmenter (go on training it: round 2 self-training)")
+    p.add_argument("--init-from", help="checkpoint (checkpoints/model.pt) to start from: Stage A align (fresh "
+                   "decoder; default: the pseudomasks' one) or a segmenter (go on training it: round 2 "
+                   "self-training)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--device", default="auto")
-    p.add_argument("--resume", action="store_true")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoints/last.pt")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers")
 
@@ -262,8 +274,8 @@ def register(add_command) -> None:
     p.add_argument("--out", help="single mode: JSON output (default: print it)")
     p.add_argument("--viz", help="single mode: overlay PNG")
     p.add_argument("--out-dir", help="batch mode: output folder")
-    p.add_argument("--align-ckpt")
-    p.add_argument("--segmenter-ckpt")
+    p.add_argument("--align-ckpt", help="Stage A checkpoint: runs/align_s1/checkpoints/model.pt (or the run folder)")
+    p.add_argument("--segmenter-ckpt", help="Stage B checkpoint: runs/seg_s2/checkpoints/model.pt (or the run folder)")
     p.add_argument("--masks-dir")
     p.add_argument("--tag-desc", help="extra descriptions for tags the checkpoint does not know")
     p.add_argument("--threshold", type=float, default=0.5)

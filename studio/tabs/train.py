@@ -53,13 +53,13 @@ def pipeline_steps(which: str, k: dict) -> list[Step]:
              "--batch-size": k.get("batch_size"), "--device": k.get("device")}
     run_knobs = {f: v for f, v in knobs.items() if f in ("--batch-size", "--device", "--image-size")}
     seg_knobs = {**run_knobs, "--epochs": k.get("epochs")}
-    align_ckpt = f"{ALIGN}/checkpoints/last.pt"
+    align_ckpt = f"{ALIGN}/checkpoints/model.pt"
     stage_a = Step("Stage A", _argv("train-align", {**common, "--out": ALIGN}, knobs))
     pseudo1 = Step("Pseudo-labels v1", _argv("pseudolabels", {**common, "--align-ckpt": align_ckpt,
                                                               "--out": PSEUDO_V1}, run_knobs))
     stage_b = Step("Stage B", _argv("train-segmenter", {**common, "--pseudomasks": PSEUDO_V1,
                                                         "--out": SEG_S1}, seg_knobs))
-    seg1 = f"{SEG_S1}/checkpoints/last.pt"
+    seg1 = f"{SEG_S1}/checkpoints/model.pt"
     pseudo2 = Step("Pseudo-labels v2", _argv("pseudolabels", {**common, "--align-ckpt": align_ckpt,
                                                               "--segmenter-ckpt": seg1, "--out": PSEUDO_V2},
                                              run_knobs))

@@ -69,7 +69,7 @@ class Pipeline:
             except Exception as exc:  # reported by wait()
                 self.error = f"train_align failed: {exc}"
                 return
-        self._run("pseudolabels", *common, "--align-ckpt", "runs/align_s1/checkpoints/last.pt",
+        self._run("pseudolabels", *common, "--align-ckpt", "runs/align_s1/checkpoints/model.pt",
                   "--out", "runs/pseudomasks_v1", "--device", "cpu")
 
     def wait(self) -> None:

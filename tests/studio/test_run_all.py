@@ -33,14 +33,15 @@ def test_run_all_job_runs_every_stage_to_the_end(tmp_path):
     assert job.status == "done", (job.error, jobs.log_tail(job))
     assert [s.status for s in job.steps] == ["done"] * 5
     for run in ("align_s1", "seg_s1", "seg_s2"):
-        assert (ws.runs_dir / run / "checkpoints" / "last.pt").exists(), run
+        assert (ws.runs_dir / run / "checkpoints" / "model.pt").exists(), run
+        assert (ws.runs_dir / run / "checkpoints" / "last.pt").exists(), run  # --resume's
     for run in ("pseudomasks_v1", "pseudomasks_v2"):
         assert (ws.runs_dir / run / "index.parquet").exists(), run
     assert jobs.progress(job).fraction == 1.0
 
     from gaudi_engine.infer import Predictor
 
-    pred = Predictor(segmenter_ckpt=ws.runs_dir / "seg_s2" / "checkpoints" / "last.pt")
+    pred = Predictor(segmenter_ckpt=ws.runs_dir / "seg_s2" / "checkpoints" / "model.pt")
     image = synth.render_scene(11, 72)[0]
     result = pred.predict(image, ["sky", "grass"])
     assert [t["tag"] for t in result["tags"]] == ["sky", "grass"]

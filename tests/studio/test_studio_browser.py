@@ -94,7 +94,7 @@ def test_training_job_reaches_100_percent_with_a_loss_plot(page, pipeline):
     page.wait_for_function("""() => {
         const p = document.querySelector('#train-plot .mark-line path');
         return p && ((p.getAttribute('d') || '').match(/L/g) || []).length >= 2; }""")
-    page.wait_for_selector("#train-runs:has-text('runs/seg_s1/checkpoints/last.pt')")
+    page.wait_for_selector("#train-runs:has-text('runs/seg_s1/checkpoints/model.pt')")
     shot(page, "train")
     # the job lives in the server (and runs/_jobs/), not in the page
     page.reload()

@@ -16,9 +16,9 @@ def test_run_all_chains_the_pipeline_with_only_flags_the_cli_accepts():
         assert s.argv[s.argv.index("--manifest") + 1] == "data/manifest.csv"
     b2 = steps[4].argv
     assert b2[b2.index("--pseudomasks") + 1] == "runs/pseudomasks_v2"
-    assert b2[b2.index("--init-from") + 1] == "runs/seg_s1/checkpoints/last.pt"  # self-training
+    assert b2[b2.index("--init-from") + 1] == "runs/seg_s1/checkpoints/model.pt"  # self-training
     p2 = steps[3].argv
-    assert p2[p2.index("--segmenter-ckpt") + 1] == "runs/seg_s1/checkpoints/last.pt"
+    assert p2[p2.index("--segmenter-ckpt") + 1] == "runs/seg_s1/checkpoints/model.pt"
     stage_b = steps[2].argv
     assert stage_b[stage_b.index("--epochs") + 1] == "2" and "--model" not in stage_b
 
