@@ -8,7 +8,11 @@ from pathlib import Path
 
 from ..errors import GaudiError
 
-SPEED_PARTS = ("ingest", "catalogue", "download", "infer", "train")
+SPEED_PARTS = ("ingest", "catalogue", "download", "infer_cold", "infer", "infer_batch", "pseudo", "train")
+# (default, --quick) of the speed options; an option given on the command line wins over both
+SPEED_SIZES = {"ingest_posts": (20000, 5000), "catalogue_posts": (1_000_000, 100_000), "download_images": (400, 100),
+               "repeats": (4, 2), "cold_repeats": (3, 1), "batch_images": (4, 2), "batch_rounds": (2, 1),
+               "pseudo_images": (8, 4), "train_images": (32, 32), "train_steps": (6, 4)}
 
 
 def _write(out: Path, kind: str, results: dict) -> None:
@@ -20,10 +24,19 @@ def _write(out: Path, kind: str, results: dict) -> None:
 
 
 def _speed(args: argparse.Namespace) -> int:
+    import os
+    import platform
+
+    from ..bench.model_speed import MODEL_PARTS, format_rows, load_avg, run_model_parts, speed_table, threads
+
     parts = [p.strip() for p in args.only.split(",")] if args.only else list(SPEED_PARTS)
     unknown = sorted(set(parts) - set(SPEED_PARTS))
     if unknown:
         raise GaudiError(f"unknown speed benchmark(s): {', '.join(unknown)} (choose from {', '.join(SPEED_PARTS)})")
+    for k, (default, quick) in SPEED_SIZES.items():
+        if getattr(args, k) is None:
+            setattr(args, k, quick if args.quick else default)
+    t0, la0 = time.perf_counter(), load_avg()
     results: dict = {}
     for part in parts:
         if part == "ingest":
@@ -35,16 +48,37 @@ def _speed(args: argparse.Namespace) -> int:
         elif part == "download":
             from ..bench.download import bench_download
             results["download"] = bench_download(n_images=args.download_images, workers=args.max_workers)
-        elif part == "infer":
-            from ..bench.model_speed import bench_infer
-            results["infer"] = bench_infer(model_name=args.model, image_size=args.image_size)
-        elif part == "train":
-            from ..bench.model_speed import bench_train_step
-            results["train"] = bench_train_step(model_name=args.model, image_size=args.image_size,
-                                                batch_size=args.batch_size)
+        else:
+            continue
         print(f"## {part}")
         for k, v in results[part].items():
             print(f"  {k}: {v}")
+
+    def show(part: str, res: dict) -> None:
+        print(f"## {part}")
+        print("\n".join(format_rows(part, res)), flush=True)
+
+    model_parts = [p for p in MODEL_PARTS if p in parts]
+    if model_parts:
+        results.update(run_model_parts(
+            model_parts, model_name=args.model, image_size=args.image_size, work_dir=args.work_dir,
+            big=tuple(args.big), mid=tuple(args.mid), small=tuple(args.small), train_side=args.train_side,
+            repeats=args.repeats, cold_repeats=args.cold_repeats, batch_images=args.batch_images,
+            batch_rounds=args.batch_rounds, pseudo_images=args.pseudo_images, train_images=args.train_images,
+            train_steps=args.train_steps, batch_size=args.batch_size, on_part=show))
+    import torch
+
+    results["context"] = {"threads": threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+                          "cpu_count": os.cpu_count(), "load_avg_start": la0, "load_avg_end": load_avg(),
+                          "seconds": round(time.perf_counter() - t0, 1), "python": platform.python_version(),
+                          "torch": torch.__version__, "quick": bool(args.quick),
+                          "note": "ratios are measured inside this one run; absolute times are context"}
+    if model_parts:
+        c = results["context"]
+        print()
+        print(speed_table(results))
+        print(f"{len(parts)} part(s) in {c['seconds']} s; {c['threads']} torch threads on {c['cpu_count']} CPUs; "
+              f"load avg (1, 5, 15 min) {c['load_avg_start']} at start, {c['load_avg_end']} at end")
     _write(Path(args.out), "speed", results)
     return 0
 
@@ -89,14 +123,30 @@ def register(add_command) -> None:
     q.add_argument("--ablation-n", type=int, default=150, help="ablations on the first N train posts (0 = all)")
     q.add_argument("--out", default="bench.json")
 
-    s = add_command("speed", "sync ingest, catalogue at scale, downloads, inference and train-step ratios",
-                    _speed, subparsers=sub)
+    s = add_command("speed", "sync ingest, catalogue at scale, downloads, and what users wait for on the model side "
+                    "(cold infer, warm predict, batch infer, pseudo-labels, Stage A steps)", _speed, subparsers=sub)
     s.add_argument("--only", help=f"comma-separated subset of {','.join(SPEED_PARTS)}")
-    s.add_argument("--ingest-posts", type=int, default=20000)
-    s.add_argument("--catalogue-posts", type=int, default=1_000_000)
-    s.add_argument("--download-images", type=int, default=400)
+    s.add_argument("--quick", action="store_true", help="fewer posts, images and repeats everywhere (same sizes)")
+    s.add_argument("--ingest-posts", type=int)
+    s.add_argument("--catalogue-posts", type=int)
+    s.add_argument("--download-images", type=int)
     s.add_argument("--max-workers", type=int, default=8)
-    s.add_argument("--model", default="gaudi-lite0")
-    s.add_argument("--image-size", type=int, default=160)
-    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--model", default="gaudi-lite0", help="the tiny checkpoints' and Stage A's model")
+    s.add_argument("--image-size", type=int, default=None, help="model input side (default: the model's own)")
+    s.add_argument("--batch-size", type=int, default=16, help="Stage A batch size (train)")
+    s.add_argument("--big", type=int, nargs=2, default=[2048, 3072], metavar=("W", "H"),
+                   help="the large picture (infer_cold, infer, infer_batch, pseudo)")
+    s.add_argument("--mid", type=int, nargs=2, default=[512, 768], metavar=("W", "H"), help="infer's smaller picture")
+    s.add_argument("--small", type=int, nargs=2, default=[128, 192], metavar=("W", "H"),
+                   help="the small pictures of infer_batch and pseudo")
+    s.add_argument("--train-side", type=int, default=2048, help="long side of Stage A's originals (train)")
+    s.add_argument("--repeats", type=int, help="warm predict repeats per setting (default 4)")
+    s.add_argument("--cold-repeats", type=int, help="cold `gaudi infer` runs (default 3)")
+    s.add_argument("--batch-images", type=int, help="pictures per infer_batch folder (default 4)")
+    s.add_argument("--batch-rounds", type=int, help="infer_batch rounds per folder, interleaved (default 2)")
+    s.add_argument("--pseudo-images", type=int, help="pictures per pseudolabels run (default 8)")
+    s.add_argument("--train-images", type=int, help="Stage A originals (default 32)")
+    s.add_argument("--train-steps", type=int, help="Stage A steps timed (default 6)")
+    s.add_argument("--work-dir", help="keep the model parts' pictures, checkpoints and outputs here "
+                   "(default: a temporary folder, removed)")
     s.add_argument("--out", default="bench.json")
