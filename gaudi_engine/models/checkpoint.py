@@ -104,10 +104,12 @@ def _default_strides(shape) -> tuple[int, ...]:
     return tuple(reversed(out))
 
 
-def _as_fresh(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """`t` as a freshly made parameter of `dtype` would hold it after a copy: the model's dtype and
-    default (row-major) strides. A conv weight saved from a channels_last model keeps its strides
-    through torch.save, and its strides choose the convolution kernels (different last bits)."""
+def plain_layout(t: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """`t` as a freshly made parameter (of `dtype`) would hold it after a copy: default row-major
+    strides. A conv weight of a channels_last model keeps its strides through torch.save, and a
+    weight's strides choose the convolution kernels (different last bits): train_loop saves plain
+    tensors, and loading makes an older checkpoint's plain (a copy only where needed)."""
+    dtype = dtype or t.dtype
     if t.dtype == dtype and t.stride() == _default_strides(t.shape):
         return t
     return torch.empty(t.shape, dtype=dtype, device=t.device).copy_(t)
@@ -131,7 +133,7 @@ def align_model_from_payload(payload: dict[str, Any], path: str | os.PathLike | 
     if payload.get("kind") == "segmenter":
         state = {k[len("align."):]: v for k, v in state.items() if k.startswith("align.")}
     own = model.state_dict(keep_vars=True)
-    state = {k: _as_fresh(v, own[k].dtype) if k in own and torch.is_tensor(v) else v for k, v in state.items()}
+    state = {k: plain_layout(v, own[k].dtype) if k in own and torch.is_tensor(v) else v for k, v in state.items()}
     where = f"checkpoint {path}" if path else "the checkpoint"
     try:
         model.load_state_dict(state, strict=True, assign=True)

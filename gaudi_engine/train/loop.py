@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 
 from ..errors import GaudiError
-from ..models.checkpoint import EXPORT_NAME, RESUME_NAME, load_checkpoint, save_run_checkpoints
+from ..models.checkpoint import EXPORT_NAME, RESUME_NAME, load_checkpoint, plain_layout, save_run_checkpoints
 from ..progress import Progress
 
 _RUN_LOCAL = ("device", "workers", "resume", "log_every")  # not forced back on resume
@@ -306,7 +306,7 @@ def train_loop(cfg: TrainConfig, model: torch.nn.Module, dataset, loss_fn: Calla
             summary.update(epochs=epoch + 1, steps=step, loss=ep_loss / max(ep_n, 1))
             if is_main:
                 payload = make_payload(model) if make_payload else {"kind": "generic", "state_dict": model.state_dict()}
-                payload["state_dict"] = {k: v.detach().cpu() for k, v in payload["state_dict"].items()}
+                payload["state_dict"] = {k: plain_layout(v.detach().cpu()) for k, v in payload["state_dict"].items()}
                 payload.update(train_config=asdict(cfg), epoch=epoch, step=step, optimizer=opt.state_dict(),
                                scheduler=sched.state_dict(), scaler=scaler.state_dict(), rng=_rng_state())
                 save_run_checkpoints(ck_path.parent, payload)

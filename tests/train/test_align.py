@@ -11,7 +11,7 @@ import torch
 from gaudi_engine import synth
 from gaudi_engine.cli import main as gaudi
 from gaudi_engine.errors import GaudiError
-from gaudi_engine.models.checkpoint import RESUME_KEYS, load_align, load_checkpoint
+from gaudi_engine.models.checkpoint import RESUME_KEYS, load_align, load_checkpoint, plain_layout
 from gaudi_engine.train import align as stage_a
 from gaudi_engine.train.data import read_manifest
 
@@ -81,6 +81,8 @@ def test_cli_run_layout_and_progress(synth_data, tmp_path, capsys):
     assert resume["optimizer"]["state"] and set(payload) == set(resume) - set(RESUME_KEYS)
     assert all(torch.equal(v, resume["state_dict"][k]) for k, v in payload["state_dict"].items())
     assert (run / "checkpoints" / "model.pt").stat().st_size < (run / "checkpoints" / "last.pt").stat().st_size
+    # trained channels_last, saved with plain strides: loading takes the tensors as they are
+    assert all(plain_layout(v) is v for v in payload["state_dict"].values())
     assert payload["vocab"] == sorted(payload["vocab"]) and len(payload["vocab"]) == len(synth.SYNTH_TAGS)
     assert payload["text_emb"].shape == (len(payload["vocab"]), 64)
     assert payload["train_config"]["extra"]["manifest"].endswith("manifest.csv")
