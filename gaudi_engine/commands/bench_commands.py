@@ -36,6 +36,11 @@ def _speed(args: argparse.Namespace) -> int:
     for k, (default, quick) in SPEED_SIZES.items():
         if getattr(args, k) is None:
             setattr(args, k, quick if args.quick else default)
+    if args.threads:  # this process and the `gaudi infer` children alike
+        import torch
+
+        torch.set_num_threads(args.threads)
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
     t0, la0 = time.perf_counter(), load_avg()
     results: dict = {}
     for part in parts:
@@ -147,6 +152,8 @@ def register(add_command) -> None:
     s.add_argument("--pseudo-images", type=int, help="pictures per pseudolabels run (default 8)")
     s.add_argument("--train-images", type=int, help="Stage A originals (default 32)")
     s.add_argument("--train-steps", type=int, help="Stage A steps timed (default 6)")
+    s.add_argument("--threads", type=int, help="torch threads for the model parts (default: torch's own, "
+                   "as users get); 1 steadies the numbers on a machine other work keeps busy")
     s.add_argument("--work-dir", help="keep the model parts' pictures, checkpoints and outputs here "
                    "(default: a temporary folder, removed)")
     s.add_argument("--out", default="bench.json")
