@@ -110,7 +110,8 @@ class Predictor:
         out = []
         for tag, p in zip(tags, probs):  # one full-size map at a time: memory stays one map
             m_small = p >= threshold
-            m = upsample_maps(p[None], work.size)[0] >= threshold
+            # upsampled transposed: the mask's column-major order (RLE's) is then its memory order
+            m = (upsample_maps(p.T[None], work.size[::-1])[0] >= threshold).T
             out.append({"tag": tag, "score": float(p[m_small].mean()) if m_small.any() else float(p.max()),
                         "area": int(m.sum()), "bbox": rle.bbox(m), "mask": rle.encode(m)})
         return {"image": name, "width": int(w), "height": int(h), "tags": out,

@@ -99,8 +99,8 @@ def area(rle: dict) -> int:
 
 def bbox(mask: np.ndarray) -> list[int]:
     """COCO `[x, y, w, h]` of the foreground (all zeros when empty)."""
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))  # no full nonzero() pass
+    if len(cols) == 0:
         return [0, 0, 0, 0]
-    x0, y0 = int(xs.min()), int(ys.min())
-    return [x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1]
+    x0, y0 = int(cols[0]), int(rows[0])
+    return [x0, y0, int(cols[-1]) - x0 + 1, int(rows[-1]) - y0 + 1]

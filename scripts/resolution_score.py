@@ -1,5 +1,5 @@
 """Issue 14's resolution check, as a user meets it: held-out SynthBooru test scenes at their own
-size (128-192 px), upscaled to 1024 and 3072 px (long side, JPEG q95, as Danbooru serves
+size (192-px squares, as in the issue), upscaled to 1024 and 3072 px (long side, JPEG q95, as Danbooru serves
 originals) and letterboxed into 2:3 portraits (neutral grey bars); batch `gaudi infer` on each
 folder (a subprocess per variant, so its time is what a user waits for), scored against the
 ground truth moved the same way, inside the scene.
@@ -28,7 +28,7 @@ align = next(p for p in (ckpts / "align_s1/checkpoints/model.pt", ckpts / "align
 seg = next((p for p in (ckpts / "seg_s2/checkpoints/model.pt", ckpts / "seg_s2/checkpoints/last.pt") if p.exists()),
            None)  # without one: the CAM path
 out = W / "resolution"
-test = synth.generate(out / "scenes", N, seed=7, size=(128, 192), split="test")
+test = synth.generate(out / "scenes", N, seed=7, size=(192, 192), split="test")  # 192-px squares
 recs = read_manifest(test["manifest"])
 
 

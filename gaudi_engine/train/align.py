@@ -194,11 +194,19 @@ def evaluate_map(bundle, records: list[dict], batch_size: int = 32) -> dict[str,
     ds = TagImageDataset(records, vocab, bundle.preprocess, train=False)
     model, dev = bundle.model, bundle.text_emb.device
     scores = []
-    for i in range(0, len(ds), batch_size):
-        x = torch.stack([ds[j]["image"] for j in range(i, min(i + batch_size, len(ds)))]).to(dev)
-        S = model.similarity(model.dense_features(x), bundle.text_emb)
-        scores.append(model.pool_logits(S, bundle.text_emb).float().cpu())
-    s, y = torch.cat(scores).numpy(), ds.labels.numpy()
+    by_shape: dict[tuple, list[int]] = {}  # canvases keep their pictures' aspects: batch alike ones
+    for j in range(len(ds)):
+        by_shape.setdefault(tuple(ds.images[j].shape), []).append(j)
+    order = []
+    for idx in by_shape.values():
+        for i in range(0, len(idx), batch_size):
+            part = idx[i:i + batch_size]
+            x = torch.stack([ds[j]["image"] for j in part]).to(dev)
+            S = model.similarity(model.dense_features(x), bundle.text_emb)
+            scores.append(model.pool_logits(S, bundle.text_emb).float().cpu())
+            order.extend(part)
+    s = torch.cat(scores).numpy()[np.argsort(order)]
+    y = ds.labels.numpy()
     aps = {t: average_precision(s[:, k], y[:, k]) for k, t in enumerate(vocab)}
     valid = [v for v in aps.values() if v == v]
     return {"mAP": float(np.mean(valid)) if valid else float("nan"), "per_tag": aps, "scores": s, "labels": y}

@@ -133,7 +133,7 @@ class SegmenterDataset(torch.utils.data.Dataset):
             items.append((rec, targets.get(rec["post_id"], {})))
         if not images:
             raise GaudiError("no readable images with targets to train the segmenter on")
-        self.images = torch.stack(images)
+        self.images = images  # uint8 [3,H,W] canvases (aspect kept); targets laid over them alike
         self.items = items
         self.epoch = 0
 
@@ -141,8 +141,11 @@ class SegmenterDataset(torch.utils.data.Dataset):
         return len(self.items)
 
     def __getitem__(self, i: int):
+        from ..imaging import square_window
+
         rec, tmap = self.items[i]
         rng = random.Random(hash((self.seed, self.epoch, i)) if self.train else i)
+        u = (rng.random(), rng.random()) if self.train else None  # the same window of image and targets
         k = self.cfg.max_pos + self.cfg.n_neg
         ids = torch.zeros(k, dtype=torch.long)
         tgt = torch.full((k, self.size, self.size), IGNORE, dtype=torch.uint8)
@@ -151,13 +154,13 @@ class SegmenterDataset(torch.utils.data.Dataset):
             pos = rng.sample(pos, self.cfg.max_pos)
         for j, t in enumerate(pos):
             ids[j] = self.tag_id[t]
-            tgt[j] = torch.from_numpy(tmap[t])
+            tgt[j] = torch.from_numpy(square_window(tmap[t], self.size, u))
         present = set(rec["tags"])
         absent = [t for t in self.vocab if t not in present]
         for j, t in enumerate(rng.sample(absent, min(self.cfg.n_neg, len(absent)))):
             ids[self.cfg.max_pos + j] = self.tag_id[t]
             tgt[self.cfg.max_pos + j] = 0
-        img = self.images[i].float() / 255.0
+        img = square_window(self.images[i], self.size, u).float() / 255.0
         if self.train and rng.random() < 0.5:
             img, tgt = img.flip(-1), tgt.flip(-1)
         x = (img - self.mean) / self.std
