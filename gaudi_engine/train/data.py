@@ -159,13 +159,16 @@ class TagImageDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def _augment(self, img: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    def _augment(self, img: torch.Tensor, g: torch.Generator, kept: float = 1.0) -> torch.Tensor:
+        """`kept`: the share of the picture its window already holds; the crop keeps >= 65 % of the
+        picture in all (a tag's object cut out is a wrong label)."""
         s = self.size
         r = torch.rand(8, generator=g).tolist()
         if r[0] < 0.5:
             img = img.flip(-1)
-        if r[1] < 0.7:  # random resized crop, scale 0.65–1, aspect 3/4–4/3
-            area = 0.65 + 0.35 * r[2]
+        low = min(1.0, 0.65 / max(kept, 1e-6))
+        if r[1] < 0.7 and low < 1.0:  # random resized crop, scale low–1, aspect 3/4–4/3
+            area = low + (1.0 - low) * r[2]
             aspect = float(np.exp(np.log(3 / 4) + r[3] * (np.log(4 / 3) - np.log(3 / 4))))
             cw = int(round(s * min(1.0, (area * aspect) ** 0.5)))
             ch = int(round(s * min(1.0, (area / aspect) ** 0.5)))
@@ -179,12 +182,18 @@ class TagImageDataset(torch.utils.data.Dataset):
         img = (img - img.mean()) * c + img.mean()
         return (img * b).clamp(0, 1)
 
-    def window(self, i: int, g: torch.Generator | None) -> torch.Tensor:
-        """Picture i's S x S window in 0..1: random with a generator, else centred."""
+    def window(self, i: int, g: torch.Generator | None) -> tuple[torch.Tensor, float]:
+        """Picture i's S x S window in 0..1 (random with a generator, else centred) and the share
+        of the canvas it holds."""
         from ..imaging import square_window
 
         u = tuple(torch.rand(2, generator=g).tolist()) if g is not None else None
-        return square_window(self.images[i], self.size, u).float() / 255.0
+        h, w = self.images[i].shape[-2:]
+        return square_window(self.images[i], self.size, u).float() / 255.0, self.size ** 2 / (h * w)
+
+    def _augment_window(self, i: int, g: torch.Generator) -> torch.Tensor:
+        img, kept = self.window(i, g)
+        return self._augment(img, g, kept)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         y = self.labels[i]
@@ -192,12 +201,12 @@ class TagImageDataset(torch.utils.data.Dataset):
             img = self.images[i].float() / 255.0
         else:
             g = torch.Generator().manual_seed(hash((self.seed, self.epoch, i)) & 0x7FFFFFFF)
-            img = self._augment(self.window(i, g), g)
+            img = self._augment_window(i, g)
             if self.mosaic_p > 0 and float(torch.rand(1, generator=g)) < self.mosaic_p:
                 # two scenes side by side, labels united: a tag must be found where it is, not
                 # guessed from the scene's context (context decoupling, as CDA/CutMix do for WSSS)
                 j = int(torch.randint(len(self), (1,), generator=g))
-                other = self._augment(self.window(j, g), g)
+                other = self._augment_window(j, g)
                 half = self.size // 2
                 a = Fn.interpolate(img[None], size=(self.size, half), mode="bilinear", align_corners=False)[0]
                 b = Fn.interpolate(other[None], size=(self.size, self.size - half), mode="bilinear", align_corners=False)[0]
