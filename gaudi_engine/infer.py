@@ -4,7 +4,7 @@ With a segmenter checkpoint every requested tag is read off ONE backbone pass (p
 dotted with the tags' text embeddings). With only the align checkpoint the text-CAM path is
 used (CAM + affinity, no validators). Either way each tag's map is then averaged inside the
 image's own superpixels (felzenszwalb by default), so masks follow the drawn edges. All of it
-runs on the picture's working image (`imaging`: aspect kept, a fixed long side tied to the
+runs on the picture's working image (`imaging`: aspect kept, a fixed short side tied to the
 model's input), so a mask does not change with the picture's pixel count; each tag's map is
 upsampled to the image's own size only to be thresholded and encoded. Tags are never
 exclusive: one sigmoid each.
@@ -76,15 +76,15 @@ class Predictor:
     @torch.no_grad()
     def working_probabilities(self, image, tags: list[str]) -> np.ndarray:
         """[K, h, w] per-tag probabilities at the picture's working size."""
-        from .imaging import maps_to_working, model_input
+        from .imaging import model_input
+        from .pseudo.pipeline import segmenter_maps
         from .pseudo.regions import region_score_map, superpixels
 
         work = self.working(image)
         if self.segmenter is not None:
             x, box = model_input(work, self.preprocess)
-            canvas = self.segmenter.probabilities(x.to(self.device).unsqueeze(0), self.texts.get(tags),
-                                                  tuple(x.shape[-2:]))[0]
-            maps = maps_to_working(canvas, box, work.shape).cpu().numpy()
+            maps = segmenter_maps(self.segmenter, x.to(self.device), self.texts.get(tags), box, work.shape)
+            maps = maps.cpu().numpy()
         else:
             maps = self.labeler.score_maps(work, tags).maps
         if not self.regions or not len(maps):

@@ -104,6 +104,13 @@ class PseudoConfig:
         return asdict(self)
 
 
+def segmenter_maps(segmenter, x: torch.Tensor, text: torch.Tensor, box, shape: tuple[int, int]) -> torch.Tensor:
+    """[K, h, w] a segmenter's probabilities for one model input x [3,H,W], cropped to the picture
+    (`box`) and resized to its working `shape` (round 2 and `infer` read them alike)."""
+    canvas = segmenter.probabilities(x.unsqueeze(0), text, tuple(x.shape[-2:]))[0]
+    return maps_to_working(canvas, box, shape)
+
+
 def tag_filename(tag: str) -> str:
     """Tags become file names; anything unsafe for a file name is %-quoted (`/` `:` ...)."""
     return urllib.parse.quote(tag, safe="!#$&'()+,;=@[]^_`{}~- ") + ".png"
@@ -228,8 +235,7 @@ class PseudoLabeler:
         if seg_w > 0:  # round 2: the round-1 segmenter's own probabilities at the image's size;
             # fusing them with the CAM (0.3) made worse masks than the segmenter alone (150 posts:
             # 0.615 vs 0.643 all-mask mIoU; the max-norm + affinity path cost most; BENCHMARKS.md)
-            canvas = self.segmenter.probabilities(x.unsqueeze(0), text, tuple(x.shape[-2:]))[0]
-            seg = maps_to_working(canvas, box, (h, w))
+            seg = segmenter_maps(self.segmenter, x, text, box, (h, w))
             full = seg if seg_w >= 1.0 else seg_w * seg + (1 - seg_w) * full
             if seg_w >= 1.0:  # no CAM pass at all; the consistency validator checks the segmenter
                 # on the plain and the flipped image
