@@ -96,7 +96,8 @@ def _quality(args: argparse.Namespace) -> int:
         size=tuple(args.size), align_epochs=args.align_epochs, seg_epochs=args.seg_epochs,
         model=args.model, image_size=args.image_size, seed=args.seed,
         ablations=not args.no_ablations, ablation_n=args.ablation_n or None, device=args.device,
-        batch_size=args.batch_size, align_ckpt=args.align_ckpt,
+        batch_size=args.batch_size, align_ckpt=args.align_ckpt, dataset=args.dataset,
+        train_limit=args.train_limit or None,
     )
     _write(Path(args.out), "quality", results)
     return 0
@@ -110,12 +111,18 @@ def register(add_command) -> None:
     p = add_command("bench", "quality and speed benchmarks (print a table, write bench.json)", _usage)
     sub = p.add_subparsers(dest="bench_kind", metavar="KIND")
 
-    q = add_command("quality", "the whole pipeline on SynthBooru: CAM, pseudo v1/v2, segmenter s1/s2, oracle",
-                    _quality, subparsers=sub)
+    q = add_command("quality", "the whole pipeline on SynthBooru or a dataset folder: CAM, pseudo v1/v2 and their "
+                    "validators, segmenter s1/s2, oracle, per-tag IoU, ablations", _quality, subparsers=sub)
     q.add_argument("--work-dir", default="bench_quality", help="where the benchmark's data and runs go")
-    q.add_argument("--n-train", type=int, default=600)
-    q.add_argument("--n-test", type=int, default=200)
-    q.add_argument("--size", type=int, nargs=2, default=[128, 192], metavar=("MIN", "MAX"))
+    q.add_argument("--dataset", metavar="DIR",
+                   help="a folder in the layout of ccp-dev (train/images + NAME.txt tags, optional train/gt, "
+                        "test/images, test/gt/NAME/<tag>.png, tag_descriptions.json); default: SynthBooru")
+    q.add_argument("--train-limit", type=int, metavar="N",
+                   help="with --dataset: a random (seeded) sample of N train images; default all")
+    q.add_argument("--n-train", type=int, default=600, help="SynthBooru train scenes")
+    q.add_argument("--n-test", type=int, default=200, help="SynthBooru test scenes")
+    q.add_argument("--size", type=int, nargs=2, default=[128, 192], metavar=("MIN", "MAX"),
+                   help="SynthBooru scene sides")
     q.add_argument("--model", default="gaudi-lite0")
     q.add_argument("--image-size", type=int, default=128)
     q.add_argument("--align-epochs", type=int, default=14, help="Stage A epochs")
