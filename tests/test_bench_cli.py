@@ -2,10 +2,52 @@
 import json
 
 
-def test_bench_quality_tiny_records_every_row(tmp_path, run_gaudi):
+def _folder_dataset(root, n_train=48, n_test=12, with_gt=30):
+    """A dataset folder in ccp-dev's layout made of SynthBooru scenes: masks for only the first
+    `with_gt` train images, tag files beside the images."""
+    import shutil
+
+    from gaudi_engine import synth
+
+    synth.generate(root / "train", n_train, seed=3, size=(64, 80), split="train")
+    synth.generate(root / "test", n_test, seed=3, size=(64, 80), split="test")
+    for d in sorted((root / "train" / "gt").iterdir())[with_gt:]:
+        shutil.rmtree(d)
+    (root / "train" / "tag_descriptions.json").rename(root / "tag_descriptions.json")
+    return root
+
+
+def test_folder_dataset_manifests(tmp_path):
+    """A dataset folder becomes train/test manifests (images read in place, md5 of each), a
+    seeded train sample, and the oracle's manifest: the sampled train images that have masks."""
+    from gaudi_engine.bench.datasets import folder_data
+    from gaudi_engine.errors import GaudiError
+    from gaudi_engine.train.data import read_manifest
+
+    import pytest
+
+    ds = _folder_dataset(tmp_path / "ds", n_train=20, n_test=4, with_gt=8)
+    data = folder_data(ds, tmp_path / "w", train_limit=10, seed=1)
+    train, test = read_manifest(data.train_manifest), read_manifest(data.test_manifest)
+    assert len(train) == 10 and len(test) == 4 and data.descriptions == ds / "tag_descriptions.json"
+    assert all(r["image_path"].parent == ds / "train" / "images" and len(r["md5"]) == 32 for r in train)
+    assert {r["post_id"] for r in train}.isdisjoint(r["post_id"] for r in test)
+    oracle = read_manifest(data.oracle_manifest)
+    by_id = {r["post_id"]: r["image_path"] for r in train}
+    assert oracle and all(by_id[r["post_id"]] == r["image_path"] for r in oracle)  # same ids as train
+    assert {r["image_path"].stem for r in oracle} == {r["image_path"].stem for r in train} & \
+        {d.name for d in (ds / "train" / "gt").iterdir()}
+    again = read_manifest(folder_data(ds, tmp_path / "w2", train_limit=10, seed=1).train_manifest)
+    assert [r["image_path"] for r in again] == [r["image_path"] for r in train]  # seeded
+    with pytest.raises(GaudiError, match="test/gt"):
+        folder_data(tmp_path / "w", tmp_path / "w3")
+
+
+def test_bench_quality_on_a_dataset_folder_records_every_row(tmp_path, run_gaudi):
+    ds = _folder_dataset(tmp_path / "ds")
     rc, out, err = run_gaudi(
-        "bench", "quality", "--work-dir", str(tmp_path / "bq"), "--n-train", "48", "--n-test", "12",
-        "--size", "64", "80", "--model", "gaudi-tiny", "--image-size", "64", "--align-epochs", "12",
+        "bench", "quality", "--dataset", str(ds), "--train-limit", "40", "--work-dir", str(tmp_path / "bq"),
+        "--model", "gaudi-tiny", "--image-size", "64", "--align-epochs", "12",
         "--seg-epochs", "1", "--batch-size", "16", "--no-ablations", "--out", str(tmp_path / "bench.json"),
         timeout=600)
     assert rc == 0, err
@@ -14,6 +56,9 @@ def test_bench_quality_tiny_records_every_row(tmp_path, run_gaudi):
     for want in ("CAM only", "pseudo v1", "segmenter s1", "pseudo v2", "segmenter s2", "oracle"):
         assert any(n.startswith(want) for n in names), (want, names)
     assert all(0.0 <= r["miou"] <= 1.0 for r in res["rows"])
+    assert res["dataset"] == "ds" and res["config"]["n_train"] == 40 and res["config"]["n_test"] == 12
+    assert res["per_tag"]["s2"] and res["validators"]["best_validator"]
+    assert "| tag | cam | v1 | s1 | s2 | oracle |" in out
 
 
 def test_bench_without_kind_is_a_usage_error(run_gaudi):

@@ -224,13 +224,12 @@ def register(add_command) -> None:
                    help="small things (median mask under 12%% of the image on the first posts) are "
                         "mapped on the image enlarged this much; 1 = every tag at the base scale "
                         "(default 2)")
-    p.add_argument("--mutual", choices=["appearance", "priority", "relative", "none"], default="appearance",
+    p.add_argument("--mutual", choices=["appearance", "none"], default="appearance",
                    help="tags that imply each other (ocean/beach: >= 90%% co-occurrence both ways): "
                         "appearance (default) splits the pixels either mask claims into two colour "
                         "clusters and gives each to the tag whose look it matches, the looks oriented "
-                        "by the posts that show the broad tag alone (ocean without beach); priority "
-                        "gives the shared pixels to the tag seen less often alone (beach); relative "
-                        "gives each pixel to the tag it is more typical of; none leaves both alone")
+                        "by the posts that show the broad tag alone (ocean without beach); none leaves "
+                        "both alone")
     p.add_argument("--occluders", choices=["cut", "join"], default="cut",
                    help="a thing nested in stuff on the first posts (a cloud in the sky, a tree on the "
                         "grass; stuff: a tag whose masks typically span >= 90%% of the image's width) "

@@ -42,7 +42,7 @@ from ..imaging import ImageError, Preprocess, WorkingImage, WorkingImageCache, c
     maps_to_working, model_input, upsample_mask, upsample_maps
 from ..progress import Progress
 from . import affinity as aff
-from .cam import CamConfig, competitor_matrix, decide_nests, mutual_pairs, nest_candidates, tag_probabilities, \
+from .cam import CamConfig, decide_nests, mutual_pairs, nest_candidates, tag_probabilities, \
     text_cam
 from .regions import appearance_split, colour_clusters, fit_looks, mean_lab, reassign_by_colour, regions_mask, \
     solo_look, superpixels
@@ -72,16 +72,12 @@ class PseudoConfig:
     fixed_threshold: float | None = None  # None: adaptive per map
     threshold_range: tuple[float, float] = (0.3, 0.7)  # the adaptive threshold's clip
     otsu_weight: float = 0.5  # adaptive threshold = w * Otsu + (1 - w) * 0.5
-    exclusive: float = 0.0  # a tag drops pixels where a competitor scores > 1/this times higher
     mutual: str | None = "appearance"  # tags that imply each other (`resolve_mutual`): "appearance"
     # splits their union by colour, its looks oriented by the broad tag seen alone (150 posts, three
-    # Stage A runs: ocean 0.26-0.39 -> 0.71-0.85, beach -> 0.91-0.98); "priority" | "relative" (each
-    # held on one Stage A only) | None
+    # Stage A runs: ocean 0.26-0.39 -> 0.71-0.85, beach -> 0.91-0.98) | None (left alone)
     solo_sample: int = 32  # posts showing the broad one of two such tags alone, to orient their looks
     mutual_min_gap: float = 0.02  # a split needs one tag seen alone this much more often (not synonyms)
-    mutual_peak_frac: float = 0.25  # "relative": each map compared to its level at this share of its typical area
     max_norm: float | None = 0.6  # divide each present tag's map by max(its maximum, this)
-    seg_weight: float = 1.0  # round 2: weight of the segmenter's probability in the fusion with the CAM
     seg_threshold: float = 0.5  # round 2 with the segmenter alone: its masks are probability >= this
     fine_zoom: float | None = 2.0  # tags whose typical mask is small are mapped on the image x this
     fine_area: float = 0.12  # ... "small": median base-scale mask area below this share of the image
@@ -208,46 +204,43 @@ class PseudoLabeler:
         x = x.to(self.device)
         text = self.texts.get(tags)
         h, w = image.shape
-        seg_w = self.cfg.seg_weight if self.segmenter is not None else 0.0
         peaks = torch.ones(len(tags))
-        if seg_w < 1.0:  # the CAM's own map: refined, max-normalised, at working size
-            cam = text_cam(self.model, x, text, tags, self.cfg.cam, self.nests,
-                           zoom=[self.zoom.get(t, 1.0) for t in tags], part_area=self.part_area(tags),
-                           zoom_max_area=self.cfg.fine_area)
-            probs, views = cam.probs.unsqueeze(0), cam.views
-            if self.cfg.affinity:  # each tag propagates along the features of the zoom it was seen at
-                refined = probs.clone()
-                for z, feats in cam.zoom_feats.items():
-                    sel = cam.zoom == z
-                    if sel.any():
-                        refined[:, sel] = aff.refine(probs[:, sel], feats.unsqueeze(0), self.cfg.aff_radius,
-                                                     self.cfg.aff_beta, self.cfg.aff_iters)
-                probs = refined
-            probs, views = box.crop(probs), box.crop(views)  # the picture's part of the canvas
-            if self.cfg.max_norm is not None:  # the tag IS in the image: its best pixels are its
-                # pixels (CAM max-normalisation, down to a floor), else a tag that never wins the
-                # softmax outright gets no mask
-                floor = max(float(self.cfg.max_norm), 1e-6)
-                peaks = probs[0].flatten(1).amax(-1).clamp(min=floor)
-                probs = probs / peaks[None, :, None, None]
-                views = views / views.flatten(2).amax(-1)[..., None, None].clamp(min=floor)
-            full = F.interpolate(probs, size=(h, w), mode="bilinear", align_corners=False)[0].clamp(0, 1)
-        if seg_w > 0:  # round 2: the round-1 segmenter's own probabilities at the image's size;
-            # fusing them with the CAM (0.3) made worse masks than the segmenter alone (150 posts:
-            # 0.615 vs 0.643 all-mask mIoU; the max-norm + affinity path cost most; BENCHMARKS.md)
-            seg = segmenter_maps(self.segmenter, x, text, box, (h, w))
-            full = seg if seg_w >= 1.0 else seg_w * seg + (1 - seg_w) * full
-            if seg_w >= 1.0:  # no CAM pass at all; the consistency validator checks the segmenter
-                # on the plain and the flipped image
-                grid = (max(x.shape[-2] // 4, 1), max(x.shape[-1] // 4, 1))
-                both = self.segmenter.probabilities(torch.stack([x, x.flip(-1)]), text, grid)
-                views = box.crop(torch.stack([both[0], both[1].flip(-1)]))
+        if self.segmenter is not None:  # round 2: the round-1 segmenter's own probabilities; no CAM
+            # pass (fusing them with the CAM made worse masks than the segmenter alone, BENCHMARKS.md).
+            # The consistency validator checks the segmenter on the plain and the flipped image
+            full = segmenter_maps(self.segmenter, x, text, box, (h, w))
+            grid = (max(x.shape[-2] // 4, 1), max(x.shape[-1] // 4, 1))
+            both = self.segmenter.probabilities(torch.stack([x, x.flip(-1)]), text, grid)
+            views = box.crop(torch.stack([both[0], both[1].flip(-1)]))
+            return ScoreMaps(x, full.cpu().numpy(), views.cpu().numpy(), peaks.cpu().numpy(), box)
+        # round 1: the CAM's own map, refined, max-normalised, at working size
+        cam = text_cam(self.model, x, text, tags, self.cfg.cam, self.nests,
+                       zoom=[self.zoom.get(t, 1.0) for t in tags], part_area=self.part_area(tags),
+                       zoom_max_area=self.cfg.fine_area)
+        probs, views = cam.probs.unsqueeze(0), cam.views
+        if self.cfg.affinity:  # each tag propagates along the features of the zoom it was seen at
+            refined = probs.clone()
+            for z, feats in cam.zoom_feats.items():
+                sel = cam.zoom == z
+                if sel.any():
+                    refined[:, sel] = aff.refine(probs[:, sel], feats.unsqueeze(0), self.cfg.aff_radius,
+                                                 self.cfg.aff_beta, self.cfg.aff_iters)
+            probs = refined
+        probs, views = box.crop(probs), box.crop(views)  # the picture's part of the canvas
+        if self.cfg.max_norm is not None:  # the tag IS in the image: its best pixels are its
+            # pixels (CAM max-normalisation, down to a floor), else a tag that never wins the
+            # softmax outright gets no mask
+            floor = max(float(self.cfg.max_norm), 1e-6)
+            peaks = probs[0].flatten(1).amax(-1).clamp(min=floor)
+            probs = probs / peaks[None, :, None, None]
+            views = views / views.flatten(2).amax(-1)[..., None, None].clamp(min=floor)
+        full = F.interpolate(probs, size=(h, w), mode="bilinear", align_corners=False)[0].clamp(0, 1)
         return ScoreMaps(x, full.cpu().numpy(), views.cpu().numpy(), peaks.cpu().numpy(), box)
 
     @property
     def reads_segmenter_only(self) -> bool:
-        """Round 2 with the segmenter alone: no CAM pass, masks at its probability threshold."""
-        return self.segmenter is not None and self.cfg.seg_weight >= 1.0
+        """Round 2: the segmenter alone, no CAM pass, masks at its probability threshold."""
+        return self.segmenter is not None
 
     def part_area(self, tags: list[str]) -> list[tuple[int, float]]:
         """Per tag: (index of its whole among `tags` or -1, its median area / its whole's), for
@@ -283,15 +276,6 @@ class PseudoLabeler:
         for k, (tag, (m, s, t)) in enumerate(zip(tags, self.region_masks(image, maps, labels))):
             masks[tag], smooth[tag], thresholds[tag] = m, s, t
             view_masks[tag] = views[:, k] >= t
-        if self.cfg.exclusive > 0:  # CLIP-ES's argmax: a pixel a tag's competitors explain better
-            # (on the softmax's own scale, before max-normalisation) is not the tag's. Off by
-            # default: at 1.0 it trims a small thing's halo (sun, tree) but `beach` loses every
-            # pixel to `ocean` (BENCHMARKS.md)
-            comp = competitor_matrix(tags, self.cfg.cam.mode, self.nests).numpy()
-            raw = np.stack([smooth[t] * peaks[k] for k, t in enumerate(tags)])
-            for k, tag in enumerate(tags):
-                if comp[k].any():
-                    masks[tag] = masks[tag] & (raw[k] >= self.cfg.exclusive * raw[comp[k]].max(0))
         if self.cfg.mutual and self.mutual:
             raw = {t: smooth[t] * peaks[k] for k, t in enumerate(tags)}
             for (a, b), gap in self.mutual.items():
@@ -327,22 +311,14 @@ class PseudoLabeler:
         "appearance" (default) splits the union into two colour clusters, each to the tag whose
         look it matches (`appearance_split`, the looks fitted in `calibrate_masks` and oriented by
         the posts showing the broad tag alone; without such posts, no split). 150 posts, three
-        Stage A runs: ocean 0.26-0.39 -> 0.71-0.85, beach -> 0.91-0.98.
-        "priority": the specific tag keeps its mask and the broad one loses those pixels (ocean
-        0.39 -> 0.49, beach unchanged; but where Stage A's beach map spills onto the water, ocean
-        loses the water: bench run, ocean s2 0.27 -> 0.06). "relative" splits on `split_mutual`;
-        it can wipe out a weakly mapped tag. Synonyms (no gap) are left alone (BENCHMARKS.md)."""
+        Stage A runs: ocean 0.26-0.39 -> 0.71-0.85, beach -> 0.91-0.98. The other rules tried (the specific tag first; a split on each map's
+        typical level) lost a tag wholesale on some runs (BENCHMARKS.md, sessions 5-7)."""
         a, b = masks[broad], masks[specific]
-        if self.cfg.mutual == "appearance":
-            split = None
-            looks = self.looks.get((broad, specific))
-            if gap >= self.cfg.mutual_min_gap and labels is not None and looks:
-                split = appearance_split(image.pixels, labels, a | b, raw[broad], raw[specific], looks)
-            return split if split is not None else (a, b)
-        if self.cfg.mutual == "priority":
-            return (a & ~b, b) if gap >= self.cfg.mutual_min_gap else (a, b)
-        return split_mutual(a, b, raw[broad], raw[specific], self.median_area.get(broad),
-                            self.median_area.get(specific), self.cfg.mutual_peak_frac)
+        split = None
+        looks = self.looks.get((broad, specific))
+        if self.cfg.mutual == "appearance" and gap >= self.cfg.mutual_min_gap and labels is not None and looks:
+            split = appearance_split(image.pixels, labels, a | b, raw[broad], raw[specific], looks)
+        return split if split is not None else (a, b)
 
     def apply_floors(self, recs: dict[str, dict]) -> dict[str, dict]:
         """The relative validator policy's last step (a no-op until `calibrate` set the floors)."""
@@ -350,28 +326,6 @@ class PseudoLabeler:
             for tag, r in recs.items():
                 apply_floor(r, self.floors["floors"].get(tag, self.floors["default"]))
         return recs
-
-
-def robust_peak(score: np.ndarray, area: float | None, frac: float = 0.25) -> float:
-    """A map's typical high value: the level exceeded by `frac` of the tag's typical area (its
-    maximum when the area is unknown). A map's maximum sits in a speck (one sand-grain region of
-    a felzenszwalb cut), so comparing two tags on their maxima compares specks."""
-    if not area:
-        return max(float(score.max()), 1e-6)
-    return max(float(np.quantile(score, 1.0 - frac * min(max(area, 0.0), 1.0))), 1e-6)
-
-
-def split_mutual(mask_a: np.ndarray, mask_b: np.ndarray, raw_a: np.ndarray, raw_b: np.ndarray,
-                 area_a: float | None, area_b: float | None, frac: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
-    """The "relative" rule for two tags that imply each other (`resolve_mutual`): a pixel belongs
-    to the tag for which it is more typical, i.e. its score relative to that tag's `robust_peak`.
-    Measured on SynthBooru (150 posts): ocean 0.37 -> 0.60, beach 0.54 -> 0.53; with the maps'
-    maxima instead, beach lost the sand to ocean (0.13). Not the default: on a Stage A run whose
-    beach map was weak, beach lost everything (0.28 -> 0.02 on 60 posts; s2 0.44 -> 0.00), and
-    refusing splits that leave a tag < 25 % did not save it; "priority" can't do that."""
-    na = raw_a / robust_peak(raw_a, area_a, frac)
-    nb = raw_b / robust_peak(raw_b, area_b, frac)
-    return mask_a & (na >= nb), mask_b & (nb > na)
 
 
 def occluder_nests(nests: set[tuple[str, str]], stuff: set[str]) -> set[tuple[str, str]]:
@@ -506,7 +460,7 @@ def calibrate_masks(labeler: PseudoLabeler, records: list[dict], cfg: PseudoConf
       the grass stripes around it), while stuff enlarged loses its context (`sky` moves onto the
       ocean): measured on SynthBooru, zoom 2 for every tag took trees 0.20 -> 0.70 and sky 0.83 ->
       0.26. So a tag takes `fine_zoom` when its median mask covers less than `fine_area`;
-    - each tag's typical (median) area, for the "relative" `resolve_mutual`, and the typical share
+    - each tag's typical (median) area, for a part's zoom in a big whole, and the typical share
       of the image's columns its mask reaches: stuff spans the image (`PseudoConfig.stuff_span`);
     - for each co-occurrence nesting candidate (child, parent), the share of the child's mask that
       lies inside the parent's (`decide_nests`): on SynthBooru a dress lies 0.85 inside the girl
@@ -517,7 +471,7 @@ def calibrate_masks(labeler: PseudoLabeler, records: list[dict], cfg: PseudoConf
       (`fit_looks` over the colour clusters of their shared pixels)."""
     zoom_on = bool(cfg.fine_zoom) and cfg.fine_zoom != 1.0
     pairs = list(labeler.mutual) if cfg.mutual == "appearance" else []
-    if not zoom_on and cfg.mutual != "relative" and not candidates and not pairs:  # nothing needs the pass
+    if not zoom_on and not candidates and not pairs:  # nothing needs the pass
         return {"tags": {}, "median_area": {}, "inside": []}
     saved = labeler.zoom, labeler.nests
     labeler.zoom, labeler.nests = {}, set()

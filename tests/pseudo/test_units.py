@@ -10,7 +10,7 @@ from gaudi_engine.pseudo import affinity, regions
 from gaudi_engine.pseudo.cam import competitive_softmax, competitor_matrix, cooccurrence, decide_nests, \
     base_scale_area, mutual_pairs, nest_candidates
 from gaudi_engine.pseudo.index import PseudoMaskIndex
-from gaudi_engine.pseudo.pipeline import INDEX_COLUMNS, parse_shard, robust_peak, shard_records, split_mutual, \
+from gaudi_engine.pseudo.pipeline import INDEX_COLUMNS, parse_shard, shard_records, \
     tag_filename
 from gaudi_engine.pseudo.validators import ValidatorConfig, apply_floor, calibrate_floors, mean_pairwise_iou, validate_image
 
@@ -216,8 +216,8 @@ def test_calibrate_masks_zoom_areas_and_containment(tmp_path):
     inside = {(r["child"], r["parent"]): r["shares"] for r in res["inside"]}
     assert inside == {("sun", "sky"): [1.0] * 5, ("moon", "sky"): [1.0] * 2}
     assert abs(res["median_area"]["sky"] - 2 / 3) < 1e-6 and res["median_area"]["sun"] < cfg.fine_area
-    no_zoom = calibrate_masks(labeler, records, PseudoConfig(regions=None, fine_zoom=None, mutual="relative"))
-    assert no_zoom["tags"] == {} and no_zoom["median_area"] == res["median_area"]  # "relative" needs them
+    no_zoom = calibrate_masks(labeler, records, PseudoConfig(regions=None, fine_zoom=None), candidates={("dress", "1girl")})
+    assert no_zoom["tags"] == {} and no_zoom["median_area"] == res["median_area"]  # nesting still needs the pass
     assert calibrate_masks(labeler, records, PseudoConfig(regions=None, fine_zoom=None)) == \
         {"tags": {}, "median_area": {}, "inside": []}
 
@@ -230,29 +230,6 @@ def test_mutual_pairs_are_tags_that_imply_each_other():
     assert mutual_pairs(lists, min_cooc=0.95) == {}
     synonyms = [["sea", "ocean"]] * 4 + [["sky"]] * 3
     assert mutual_pairs(synonyms) == {("ocean", "sea"): 0.0}
-
-
-def test_resolve_mutual_priority_gives_shared_pixels_to_the_specific_tag():
-    """The broad tag (ocean) loses the pixels of the specific one's (beach) mask; beach keeps its
-    mask even where it is weak, so a weak beach map can't be wiped out; synonyms stay as they are;
-    "relative" is the `split_mutual` rule."""
-    from gaudi_engine.pseudo.pipeline import PseudoConfig, PseudoLabeler
-
-    h, w = 20, 20
-    water, sand = np.zeros((h, w), bool), np.zeros((h, w), bool)
-    water[:10], sand[10:] = True, True
-    beach_mask = sand & (np.arange(w) < 8)  # a weak beach map: part of the sand
-    masks = {"ocean": water | sand, "beach": beach_mask}
-    raw = {"ocean": np.where(water, 0.5, 0.3), "beach": np.where(sand, 0.2, 0.05)}
-    assert PseudoConfig().mutual == "appearance" and PseudoConfig().cut_occluders  # the defaults
-    lab = PseudoLabeler(None, {}, None, PseudoConfig(mutual="priority"))
-    m_ocean, m_beach = lab.resolve_mutual(masks, raw, "ocean", "beach", gap=0.06)
-    assert (m_beach == beach_mask).all() and (m_ocean == (water | sand) & ~beach_mask).all()
-    assert all((a == b).all() for a, b in zip(lab.resolve_mutual(masks, raw, "ocean", "beach", gap=0.0),
-                                               (masks["ocean"], masks["beach"])))
-    rel = PseudoLabeler(None, {}, None, PseudoConfig(mutual="relative"))
-    m_ocean, m_beach = rel.resolve_mutual(masks, raw, "ocean", "beach", gap=0.06)
-    assert not (m_ocean & m_beach).any() and (m_ocean == water).all()
 
 
 def test_appearance_split_gives_each_look_to_the_tag_whose_map_prefers_it():
@@ -346,28 +323,6 @@ def test_fit_looks_anchored_on_the_broad_tag_alone_survives_maps_wrong_in_most_i
     anchor = solo_look([lone, lone + 3])
     ocean_look, beach_look = fit_looks(samples, anchor=anchor)
     assert np.allclose(ocean_look["mean"], water, atol=4) and np.allclose(beach_look["mean"], sand, atol=4)
-
-
-def test_split_mutual_gives_each_shared_pixel_to_the_tag_it_is_typical_of():
-    """Stage A gives `ocean` both bands (water 0.5, sand 0.3) and `beach` only the sand (0.25, with
-    one hot speck at 0.9): on the raw scale ocean wins the sand, on the maxima the speck makes beach
-    look weak everywhere; against each tag's robust peak the sand is beach's and the water ocean's."""
-    h, w = 40, 40
-    water, sand = np.zeros((h, w), bool), np.zeros((h, w), bool)
-    water[:20], sand[20:] = True, True
-    ocean = np.where(water, 0.5, 0.3).astype(np.float32)
-    beach = np.where(water, 0.1, 0.25).astype(np.float32)
-    beach[30, 30] = 0.9  # a speck
-    both = np.ones((h, w), bool)
-    for area in (0.5, 0.3):
-        assert robust_peak(beach, area) == pytest.approx(0.25)
-    assert robust_peak(beach, None) == pytest.approx(0.9)
-    m_beach, m_ocean = split_mutual(both, both, beach, ocean, 0.3, 0.5)
-    assert (m_ocean == water).all() and (m_beach == sand).all()
-    assert not (m_ocean & m_beach).any()
-    # a tag keeps only what it had: the split never adds pixels
-    m_beach, m_ocean = split_mutual(sand & (np.arange(w) < 10), water, beach, ocean, 0.3, 0.5)
-    assert m_beach.sum() == 20 * 10 and (m_ocean == water).all()
 
 
 def test_text_cam_zoom_maps_a_tag_on_the_enlarged_image():
@@ -466,8 +421,7 @@ def test_round_two_takes_the_regions_infer_takes(monkeypatch):
     cfg = PseudoConfig()
     PseudoLabeler(None, {}, None, cfg).superpixels(image)
     PseudoLabeler(None, {}, None, cfg, segmenter=object()).superpixels(image)
-    PseudoLabeler(None, {}, None, PseudoConfig(seg_weight=0.5), segmenter=object()).superpixels(image)  # fused: a CAM
-    assert seen == [cfg.region_coarse, cfg.seg_region_coarse, cfg.region_coarse] and cfg.region_coarse != cfg.seg_region_coarse
+    assert seen == [cfg.region_coarse, cfg.seg_region_coarse] and cfg.region_coarse != cfg.seg_region_coarse
 
 
 def test_nesting_joins_parts_and_cuts_occluders():
