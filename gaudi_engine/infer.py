@@ -38,7 +38,9 @@ class Predictor:
     def __init__(self, align_ckpt=None, segmenter_ckpt=None, device: str = "cpu", descriptions: dict | None = None,
                  regions: str | None = "felzenszwalb"):
         from .models.checkpoint import load_align
-        from .pseudo.pipeline import PseudoConfig, PseudoLabeler, TagTexts
+        from .models.tag_texts import TagTexts
+        from .pseudo.config import PseudoConfig
+        from .pseudo.labeler import PseudoLabeler
 
         if not align_ckpt and not segmenter_ckpt:
             raise GaudiError("infer needs --align-ckpt and/or --segmenter-ckpt")
@@ -77,7 +79,7 @@ class Predictor:
     def working_probabilities(self, image, tags: list[str]) -> np.ndarray:
         """[K, h, w] per-tag probabilities at the picture's working size."""
         from .imaging import model_input
-        from .pseudo.pipeline import segmenter_maps
+        from .pseudo.labeler import segmenter_maps
         from .pseudo.regions import region_score_map, superpixels
 
         work = self.working(image)
@@ -143,7 +145,7 @@ def save_masks(result: dict, masks_dir: Path) -> None:
     """M/NAME/<tag>.png (0/255 at the image's own size)."""
     from PIL import Image
 
-    from .pseudo.pipeline import tag_filename
+    from .tags import tag_filename
 
     masks_dir.mkdir(parents=True, exist_ok=True)
     for t in result["tags"]:

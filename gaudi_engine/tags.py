@@ -3,6 +3,7 @@ batch infer), manifests' `tags` column, and tags typed on the command line or in
 from __future__ import annotations
 
 import re
+import urllib.parse
 
 RATINGS = {"g": "g", "general": "g", "s": "s", "sensitive": "s", "q": "q", "questionable": "q",
            "e": "e", "explicit": "e"}
@@ -42,3 +43,9 @@ def split_tags(text: str | list[str] | tuple[str, ...] | None) -> list[str]:
     else:
         parts = text.split()
     return list(dict.fromkeys(t for t in map(normalise_tag, parts) if t))
+
+
+def tag_filename(tag: str) -> str:
+    """Tags become file names (pseudo-masks, ground truth, infer's masks); anything unsafe for a
+    file name is %-quoted (`/` `:` ...)."""
+    return urllib.parse.quote(tag, safe="!#$&'()+,;=@[]^_`{}~- ") + ".png"

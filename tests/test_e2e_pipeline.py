@@ -58,7 +58,7 @@ def trained(tmp_path_factory):
 
 
 def test_stuff_tags_localised_and_control_fails(trained):
-    from gaudi_engine.pseudo.pipeline import run_pseudolabels
+    from gaudi_engine.pseudo.run import run_pseudolabels
     from gaudi_engine.train.align import train_align
     from gaudi_engine.train.data import read_manifest
 
@@ -84,7 +84,7 @@ def test_stuff_tags_localised_and_control_fails(trained):
 
 
 def test_shards_equal_unsharded(trained, tmp_path):
-    from gaudi_engine.pseudo.pipeline import run_pseudolabels
+    from gaudi_engine.pseudo.run import run_pseudolabels
 
     root, info, ckpt = trained
     df = pd.read_csv(info["manifest"]).head(10)
@@ -107,7 +107,7 @@ def test_shards_equal_unsharded(trained, tmp_path):
 @pytest.fixture(scope="module")
 def segmenter(trained):
     """Stage B on the round-1 pseudo-masks (4 epochs): the pipeline's whole model."""
-    from gaudi_engine.pseudo.pipeline import run_pseudolabels
+    from gaudi_engine.pseudo.run import run_pseudolabels
     from gaudi_engine.train.segmenter import train_segmenter
 
     root, info, ckpt = trained
@@ -166,7 +166,7 @@ def test_masks_do_not_change_with_the_pictures_pixel_count(trained, segmenter, t
 
     from gaudi_engine import rle, synth
     from gaudi_engine.infer import Predictor
-    from gaudi_engine.pseudo.pipeline import run_pseudolabels
+    from gaudi_engine.pseudo.run import run_pseudolabels
     from gaudi_engine.train.data import read_manifest
 
     root, info, ckpt = trained

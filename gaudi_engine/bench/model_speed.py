@@ -388,7 +388,7 @@ def bench_infer_batch(kit: SpeedKit, small: tuple[int, int] = (128, 192), big: t
 def bench_pseudo(kit: SpeedKit, small: tuple[int, int] = (128, 192), big: tuple[int, int] = (2048, 3072),
                  n_images: int = 8) -> dict[str, Any]:
     def run() -> tuple[dict, list]:
-        from ..pseudo.pipeline import run_pseudolabels
+        from ..pseudo.run import run_pseudolabels
 
         align, _ = kit.checkpoints()
         per, summaries = {}, {}

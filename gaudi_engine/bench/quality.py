@@ -92,7 +92,7 @@ def run_quality_bench(work_dir, n_train: int = 600, n_test: int = 200, size=(128
     Stage A checkpoint trained on the same train split (skips Stage A); ablations run on the first
     `ablation_n` train posts that have masks (None: all), against the default on the same posts."""
     from ..infer import Predictor
-    from ..pseudo.pipeline import run_pseudolabels
+    from ..pseudo.run import run_pseudolabels
     from ..train.data import read_manifest
     from ..train.segmenter import train_segmenter
     from .datasets import folder_data, synth_data
@@ -189,7 +189,7 @@ def run_quality_bench(work_dir, n_train: int = 600, n_test: int = 200, size=(128
 def ablation_variants() -> dict:
     """The pseudo-labeller's rules, each switched off (or swapped) alone: name -> PseudoConfig."""
     from ..pseudo.cam import CamConfig
-    from ..pseudo.pipeline import PseudoConfig
+    from ..pseudo.config import PseudoConfig
     from ..pseudo.validators import ValidatorConfig
 
     return {
@@ -217,7 +217,7 @@ def run_ablations(work: Path, manifest, desc, align_ckpt, records: list[dict], g
     """Pseudo v1 of each variant on the first `ablation_n` train posts that have masks."""
     import pandas as pd
 
-    from ..pseudo.pipeline import run_pseudolabels
+    from ..pseudo.run import run_pseudolabels
     from ..train.data import read_manifest
 
     with_gt = [r["post_id"] for r in records if (Path(gt_root) / r["image_path"].stem).is_dir()]

@@ -70,7 +70,9 @@ def cmd_pseudolabels(args) -> int:
     from ..cli import workspace_of
     from ..errors import GaudiError
     from ..pseudo.cam import CamConfig
-    from ..pseudo.pipeline import PseudoConfig, merge_index, parse_shard, run_pseudolabels
+    from ..pseudo.config import PseudoConfig
+    from ..pseudo.output import merge_index, parse_shard
+    from ..pseudo.run import run_pseudolabels
     from ..pseudo.validators import ValidatorConfig
 
     _warnings_to_stderr()

@@ -58,8 +58,8 @@ def model_scale(model, temperature: float | None) -> float:
 def competitor_matrix(tags: list[str], mode: str, nests: set[tuple[str, str]]) -> torch.Tensor:
     """[K, K] bool: row k lists the tags that compete with tag k (never itself). With nesting
     (child, parent) pairs, the parent's row drops the child; the child's row keeps the parent.
-    Both ways (measured, SynthBooru): the parts spread over the whole girl, long_hair 0.29 -> 0.12;
-    parent only: 1girl 0.60 -> 0.70 with the parts unchanged."""
+    Dropping both ways spread the parts over the whole girl; the parent's way alone helped the
+    whole and left the parts as they were (BENCHMARKS.md)."""
     if mode not in CAM_MODES:
         raise ValueError(f"unknown CAM mode {mode!r}; one of {', '.join(CAM_MODES)}")
     k = len(tags)
@@ -173,12 +173,10 @@ def decide_nests(inside: dict[tuple[str, str], list[float]], min_inside: float =
                  ) -> set[tuple[str, str]]:
     """(child, parent) pairs whose child mask lies, on average over at least `min_count` images,
     at least `min_inside` inside the parent's mask (per-image shares from
-    pipeline.calibrate_masks). Measured on SynthBooru's first 96 posts (base scale, every tag
-    competing): dress 0.85, long_hair 0.76, starry_sky 0.78 inside their parents; but also cloud in
-    sky 0.51, tree in grass 0.51, flower in grass 0.64; mountain in sky 0.16, simple_background in
-    1girl 0.12. A thing in a thing (both in `things`) needs only `thing_inside`: a part wins its
-    own pixels from its whole in the competition, so its share can be low (hat in 1girl: 0.47 and
-    0.33 on two Stage A runs)."""
+    `calibration.calibrate_masks`). Parts lie well inside their wholes, but halos of things on
+    stuff (a cloud in the sky) nest too, and co-occurring tags that are no part lie far outside
+    (BENCHMARKS.md). A thing in a thing (both in `things`) needs only `thing_inside`: a part wins
+    its own pixels from its whole in the competition, so its share can be low (a hat in 1girl)."""
     def bar(c: str, p: str) -> float:
         return thing_inside if c in things and p in things else min_inside
 

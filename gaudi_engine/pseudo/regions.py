@@ -177,7 +177,7 @@ def fit_looks(samples: list[tuple[np.ndarray, float]], iters: int = 10, min_var:
     by the looks, repeat. The looks then overrule the maps where they are wrong (a thin night sea
     whose `ocean` map sits on the sand). With `anchor` (a's `solo_look`) the start is the cluster
     that looks more like a alone instead: on one Stage A run the maps were wrong in most images,
-    and the looks came out swapped (bench run: ocean and beach s2 0.03 / 0.00)."""
+    and the looks came out swapped (BENCHMARKS.md)."""
     if len(samples) < 4:
         return None
     cs = np.stack([c for c, _ in samples])  # [N, 2, 3]

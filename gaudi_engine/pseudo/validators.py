@@ -6,15 +6,14 @@
 - region level (opt-in, `region_level`): each connected part of the mask must matter on its own
   (its deletion drops the score, or it alone keeps it); parts that do neither are cut from the
   mask. Off by default: one flower or cloud of several does neither, so it cut true instances
-  (150 SynthBooru posts: flower 0.30 -> 0.46, cloud 0.59 -> 0.77 without it; BENCHMARKS.md).
+  (BENCHMARKS.md).
 
 Verdict. Hard failures always reject (empty, whole image, the classifier does not see the tag).
 Beyond those, policy "relative" (default) ranks: a mask is rejected when its quality (consistency
 x causal evidence) falls in the bottom `reject_quantile` of its own tag's calibrated scores
 (`calibrate_floors`). Small things score lower on every check than large stuff, so one absolute
-threshold rejects nearly every `sun` or `tree` and the segmenter never learns them (measured:
-segmenter 0.23 mIoU with absolute thresholds vs 0.36 with none). Policy "absolute" keeps the
-fixed thresholds on each score.
+threshold rejects nearly every `sun` or `tree` and the segmenter never learns them
+(BENCHMARKS.md). Policy "absolute" keeps the fixed thresholds on each score.
 
 Scores come from a `score_fn(images [N,3,S,S]) -> probs [N, K]` callback (the align model's
 classifier over the image's K tags), so the logic here is model-agnostic and batched: one call
@@ -184,7 +183,7 @@ def quality_score(rec: dict, confidence: bool = False) -> float:
     relative floors and the Spearman check): consistency x causal evidence (the align model's
     deletion / insertion tests), or with `confidence` (round 2, masks read off a segmenter)
     consistency x the segmenter's mean probability inside the mask. The align model's tests rank
-    a segmenter's masks poorly: Spearman with true IoU 0.40 vs 0.60 (600 SynthBooru posts)."""
+    a segmenter's masks poorly (BENCHMARKS.md)."""
     if confidence:
         return float(rec.get("consistency_iou", 0.0) * max(rec.get("cam_score", 0.0), 0.0))
     drop = rec.get("deletion_drop", float("nan"))

@@ -65,7 +65,7 @@ def build_targets(records: list[dict], preprocess, pseudomasks: Path | None = No
                   gt_masks: Path | None = None, cfg: SegTargetsConfig | None = None) -> dict[int, dict[str, np.ndarray]]:
     """post_id -> {tag: uint8 target [S, S] (0, 1, IGNORE) over the model canvas} for present tags."""
     from ..imaging import Preprocess
-    from ..pseudo.pipeline import tag_filename
+    from ..tags import tag_filename
 
     pre = Preprocess.from_dict(preprocess)
     cfg = cfg or SegTargetsConfig()
@@ -230,7 +230,7 @@ def train_segmenter(manifest, tag_desc, pseudomasks, out, epochs: int | None = N
     """Stage B through the shared loop; returns its summary (checkpoint = out/checkpoints/last.pt)."""
     from ..models.checkpoint import load_align, load_checkpoint
     from ..models.segmenter import TextSegmenter, load_segmenter, segmenter_payload
-    from ..pseudo.pipeline import TagTexts
+    from ..models.tag_texts import TagTexts
     from ..imaging import cache_for
     from .data import build_vocab, load_tag_descriptions, read_manifest
     from .loop import TrainConfig, saved_config, train_loop

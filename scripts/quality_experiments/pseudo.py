@@ -2,7 +2,8 @@ import os
 import json, sys, time, shutil
 from pathlib import Path
 import torch
-from gaudi_engine.pseudo.pipeline import run_pseudolabels, PseudoConfig
+from gaudi_engine.pseudo.config import PseudoConfig
+from gaudi_engine.pseudo.run import run_pseudolabels
 from gaudi_engine.bench.quality import score_pseudomasks
 from gaudi_engine.train.data import read_manifest
 from gaudi_engine.metrics import IoUAccumulator

@@ -3,7 +3,8 @@ import json, os, sys, time, shutil
 from pathlib import Path
 from gaudi_engine.bench.quality import score_predictor, score_pseudomasks
 from gaudi_engine.infer import Predictor
-from gaudi_engine.pseudo.pipeline import run_pseudolabels, PseudoConfig
+from gaudi_engine.pseudo.config import PseudoConfig
+from gaudi_engine.pseudo.run import run_pseudolabels
 from gaudi_engine.train.data import read_manifest
 from gaudi_engine.train.segmenter import train_segmenter
 name = sys.argv[1]; over = json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}

@@ -3,7 +3,8 @@ from pathlib import Path
 import torch
 torch.set_num_threads(2)
 from gaudi_engine.train import align as A
-from gaudi_engine.pseudo.pipeline import run_pseudolabels, PseudoConfig
+from gaudi_engine.pseudo.config import PseudoConfig
+from gaudi_engine.pseudo.run import run_pseudolabels
 from gaudi_engine.bench.quality import score_pseudomasks
 from gaudi_engine.train.data import read_manifest
 name=sys.argv[1]; over=json.loads(sys.argv[2]) if len(sys.argv)>2 else {}

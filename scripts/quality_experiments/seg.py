@@ -4,7 +4,8 @@ from pathlib import Path
 import torch
 torch.set_num_threads(2)
 from gaudi_engine import synth
-from gaudi_engine.pseudo.pipeline import run_pseudolabels, PseudoConfig
+from gaudi_engine.pseudo.config import PseudoConfig
+from gaudi_engine.pseudo.run import run_pseudolabels
 from gaudi_engine.bench.quality import score_pseudomasks, score_predictor
 from gaudi_engine.train.data import read_manifest
 from gaudi_engine.train.segmenter import train_segmenter

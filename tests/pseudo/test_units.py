@@ -1,4 +1,5 @@
 """Unit tests of the pseudo-labeller's parts, with no trained model."""
+import json
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,8 +11,8 @@ from gaudi_engine.pseudo import affinity, regions
 from gaudi_engine.pseudo.cam import competitive_softmax, competitor_matrix, cooccurrence, decide_nests, \
     base_scale_area, mutual_pairs, nest_candidates
 from gaudi_engine.pseudo.index import PseudoMaskIndex
-from gaudi_engine.pseudo.pipeline import INDEX_COLUMNS, parse_shard, shard_records, \
-    tag_filename
+from gaudi_engine.pseudo.output import INDEX_COLUMNS, parse_shard, shard_records
+from gaudi_engine.tags import tag_filename
 from gaudi_engine.pseudo.validators import ValidatorConfig, apply_floor, calibrate_floors, mean_pairwise_iou, validate_image
 
 
@@ -196,7 +197,9 @@ def test_calibrate_masks_zoom_areas_and_containment(tmp_path):
 
     from PIL import Image
 
-    from gaudi_engine.pseudo.pipeline import PseudoConfig, PseudoLabeler, calibrate_masks
+    from gaudi_engine.pseudo.calibration import calibrate_masks
+    from gaudi_engine.pseudo.config import PseudoConfig
+    from gaudi_engine.pseudo.labeler import PseudoLabeler
 
     records = []
     for i in range(5):
@@ -212,14 +215,14 @@ def test_calibrate_masks_zoom_areas_and_containment(tmp_path):
     labeler = PseudoLabeler(None, {}, None, cfg)
     labeler.score_maps = lambda image, tags: SimpleNamespace(maps=np.stack([maps[t] for t in tags]))
     res = calibrate_masks(labeler, records, cfg, {("sun", "sky"), ("moon", "sky")})
-    assert res["tags"] == {"sun": 2.0}
-    inside = {(r["child"], r["parent"]): r["shares"] for r in res["inside"]}
+    assert res["zoomed_tags"] == {"sun": 2.0}
+    inside = {(r["child"], r["parent"]): r["shares"] for r in res["containment_shares"]}
     assert inside == {("sun", "sky"): [1.0] * 5, ("moon", "sky"): [1.0] * 2}
     assert abs(res["median_area"]["sky"] - 2 / 3) < 1e-6 and res["median_area"]["sun"] < cfg.fine_area
     no_zoom = calibrate_masks(labeler, records, PseudoConfig(regions=None, fine_zoom=None), candidates={("dress", "1girl")})
-    assert no_zoom["tags"] == {} and no_zoom["median_area"] == res["median_area"]  # nesting still needs the pass
+    assert no_zoom["zoomed_tags"] == {} and no_zoom["median_area"] == res["median_area"]  # nesting still needs the pass
     assert calibrate_masks(labeler, records, PseudoConfig(regions=None, fine_zoom=None)) == \
-        {"tags": {}, "median_area": {}, "inside": []}
+        {"zoomed_tags": {}, "median_area": {}, "containment_shares": []}
 
 
 def test_mutual_pairs_are_tags_that_imply_each_other():
@@ -239,7 +242,8 @@ def test_appearance_split_gives_each_look_to_the_tag_whose_map_prefers_it():
     or a synonym pair (no gap): nothing to split. The pipeline splits only with fitted looks
     (oriented by the broad tag seen alone): without them it leaves both masks alone."""
     from gaudi_engine.imaging import WorkingImage
-    from gaudi_engine.pseudo.pipeline import PseudoConfig, PseudoLabeler
+    from gaudi_engine.pseudo.config import PseudoConfig
+    from gaudi_engine.pseudo.labeler import PseudoLabeler
     from gaudi_engine.pseudo.regions import appearance_split, superpixels
 
     h, w = 60, 80
@@ -375,7 +379,8 @@ def test_round_two_reads_the_segmenter_alone():
 
     from gaudi_engine.imaging import WorkingImage
 
-    from gaudi_engine.pseudo.pipeline import PseudoConfig, PseudoLabeler
+    from gaudi_engine.pseudo.config import PseudoConfig
+    from gaudi_engine.pseudo.labeler import PseudoLabeler
 
     class Seg(torch.nn.Module):
         def probabilities(self, x, text, size):  # tag k: left half k=0, right half k=1 (0.8 vs 0.2)
@@ -393,7 +398,7 @@ def test_round_two_reads_the_segmenter_alone():
         raise AssertionError("round 2 made a CAM pass")
 
     lab = PseudoLabeler(no_cam, {"image_size": 32}, Texts(), PseudoConfig(regions=None), segmenter=Seg())
-    import gaudi_engine.pseudo.pipeline as pl
+    import gaudi_engine.pseudo.labeler as pl
     saved, pl.text_cam = pl.text_cam, no_cam
     try:
         image = WorkingImage(np.asarray(Image.new("RGB", (40, 30), (10, 20, 30))), (400, 300))
@@ -411,9 +416,10 @@ def test_round_two_takes_the_regions_infer_takes(monkeypatch):
     felzenszwalb scale, round 2 (the segmenter alone) in `infer`'s own."""
     from PIL import Image
 
-    import gaudi_engine.pseudo.pipeline as pl
+    import gaudi_engine.pseudo.labeler as pl
     from gaudi_engine.imaging import WorkingImage
-    from gaudi_engine.pseudo.pipeline import PseudoConfig, PseudoLabeler
+    from gaudi_engine.pseudo.config import PseudoConfig
+    from gaudi_engine.pseudo.labeler import PseudoLabeler
 
     seen = []
     monkeypatch.setattr(pl, "superpixels", lambda image, method, coarse=1.0: seen.append(coarse) or np.zeros(image.shape[:2], int))
@@ -427,7 +433,7 @@ def test_round_two_takes_the_regions_infer_takes(monkeypatch):
 def test_nesting_joins_parts_and_cuts_occluders():
     """A part (dress in 1girl) joins its whole's mask; an occluder (a cloud nested in the sky by
     its halo, but no part of it) is cut out of the whole's."""
-    from gaudi_engine.pseudo.pipeline import apply_nesting
+    from gaudi_engine.pseudo.labeler import apply_nesting
 
     m = {t: np.zeros((4, 4), bool) for t in ("1girl", "dress", "sky", "cloud", "sun")}
     m["1girl"][:2] = True
@@ -445,7 +451,7 @@ def test_occluders_are_things_nested_in_stuff():
     """COCO's panoptic convention: a thing nested in stuff (a tag whose masks span the image)
     stands in front of it; a part of a thing (dress in 1girl) and a kind of stuff (starry_sky in
     sky) join."""
-    from gaudi_engine.pseudo.pipeline import occluder_nests
+    from gaudi_engine.pseudo.labeler import occluder_nests
 
     nests = {("cloud", "sky"), ("starry_sky", "sky"), ("tree", "grass"), ("dress", "1girl")}
     assert occluder_nests(nests, {"sky", "starry_sky", "grass"}) == {("cloud", "sky"), ("tree", "grass")}
@@ -453,27 +459,91 @@ def test_occluders_are_things_nested_in_stuff():
 
 
 def test_round_two_inherits_round_ones_structure(tmp_path):
-    """Round 2 copies round 1's zoom.json / nesting.json from the run its segmenter was trained
-    on (not calibration.json: the validator floors are per round); an oracle segmenter, or a
-    round-1 folder that is gone, leaves them to be measured anew."""
-    from gaudi_engine.pseudo.pipeline import inherit_structure
+    """Round 2 copies round 1's structure.json from the run its segmenter was trained on (not
+    calibration.json: the validator floors are per round); a round 1 made before structure.json
+    gives its zoom.json / nesting.json; an oracle segmenter, or a round-1 folder that is gone,
+    leaves the structure to be measured anew."""
+    from gaudi_engine.pseudo.structure import inherit_structure
 
     v1, v2 = tmp_path / "v1", tmp_path / "v2"
     v1.mkdir(), v2.mkdir()
-    (v1 / "zoom.json").write_text('{"tags": {"hat": 2.0}}')
-    (v1 / "nesting.json").write_text('{"pairs": [["dress", "1girl"]]}')
+    (v1 / "structure.json").write_text('{"zoomed_tags": {"hat": 2.0}, "nests": [["dress", "1girl"]]}')
     (v1 / "calibration.json").write_text("{}")
-    assert inherit_structure({"extra": {"pseudomasks": str(v1)}}, v2) == ["zoom.json", "nesting.json"]
-    assert (v2 / "nesting.json").read_text() == (v1 / "nesting.json").read_text()
+    assert inherit_structure({"extra": {"pseudomasks": str(v1)}}, v2) == ["structure.json"]
+    assert (v2 / "structure.json").read_text() == (v1 / "structure.json").read_text()
     assert not (v2 / "calibration.json").exists()
-    (v1 / "nesting.json").write_text('{"pairs": []}')  # a rerun keeps what round 2 already used
+    (v1 / "structure.json").write_text('{"nests": []}')  # a rerun keeps what round 2 already used
     assert inherit_structure({"extra": {"pseudomasks": str(v1)}}, v2) == []
-    assert "dress" in (v2 / "nesting.json").read_text()
+    assert "dress" in (v2 / "structure.json").read_text()
+    old, v2o = tmp_path / "old", tmp_path / "v2o"
+    old.mkdir(), v2o.mkdir()
+    (old / "zoom.json").write_text('{"tags": {"hat": 2.0}}')
+    (old / "nesting.json").write_text('{"pairs": [["dress", "1girl"]]}')
+    assert inherit_structure({"extra": {"pseudomasks": str(old)}}, v2o) == ["zoom.json", "nesting.json"]
     fresh = tmp_path / "v2b"
     fresh.mkdir()
     assert inherit_structure({"extra": {"pseudomasks": None}}, fresh) == []
     assert inherit_structure({"extra": {"pseudomasks": str(tmp_path / "gone")}}, fresh) == []
     assert inherit_structure({}, fresh) == [] and not any(fresh.iterdir())
+
+
+MEASURED = {"zoomed_tags": {"hat": 2.0, "cloud": 2.0}, "median_area": {"sky": 0.6, "1girl": 0.3, "hat": 0.02, "cloud": 0.03},
+            "median_span": {"sky": 1.0, "1girl": 0.5, "hat": 0.1, "cloud": 0.2},
+            "containment_shares": [{"child": "hat", "parent": "1girl", "shares": [0.8, 0.9, 0.85]},
+                                   {"child": "cloud", "parent": "sky", "shares": [0.6, 0.5, 0.55]}],
+            "looks": []}
+
+
+def test_structure_json_says_what_it_holds(tmp_path):
+    """One structure.json per run: the measurements and the decisions made from them (stuff,
+    nests, parts, occluders), under names that say what they are; written once, then read back
+    by every shard and rerun without measuring again."""
+    from gaudi_engine.pseudo.config import PseudoConfig
+    from gaudi_engine.pseudo.structure import run_structure
+
+    cfg = PseudoConfig()
+    calls = []
+    s = run_structure(tmp_path, lambda: calls.append(1) or MEASURED, cfg, {("ocean", "beach"): 0.1})
+    assert set(s) == {"zoomed_tags", "median_area", "median_span", "stuff_tags", "containment_shares", "nests",
+                      "parts", "occluders", "mutual_pairs", "looks"}
+    assert s["stuff_tags"] == ["sky"] and s["nests"] == [["cloud", "sky"], ["hat", "1girl"]]
+    assert s["parts"] == {"hat": "1girl"} and s["occluders"] == [["cloud", "sky"]]
+    assert s["mutual_pairs"] == [["ocean", "beach", 0.1]]
+    assert json.loads((tmp_path / "structure.json").read_text()) == s
+    again = run_structure(tmp_path, lambda: calls.append(1) or MEASURED, cfg, {})
+    assert again == s and calls == [1]
+    joined = run_structure(tmp_path / "join", lambda: MEASURED, PseudoConfig(cut_occluders=False, part_inside=None), {})
+    assert joined["occluders"] == [] and joined["parts"] == {}
+
+
+def test_old_runs_zoom_and_nesting_json_still_read(tmp_path):
+    """A run made before structure.json: its zoom.json (zoomed tags, areas, spans, "inside"
+    shares, looks) and nesting.json (the pairs) stand in for the measurement, nothing is measured,
+    and the labeller gets the same structure as from the new file."""
+    from gaudi_engine.pseudo.config import PseudoConfig
+    from gaudi_engine.pseudo.labeler import PseudoLabeler
+    from gaudi_engine.pseudo.structure import apply_structure, run_structure
+
+    old = {"tags": MEASURED["zoomed_tags"], "median_area": MEASURED["median_area"],
+           "median_span": MEASURED["median_span"], "fine_zoom": 2.0, "fine_area": 0.12,
+           "inside": MEASURED["containment_shares"], "looks": []}
+    (tmp_path / "zoom.json").write_text(json.dumps(old))
+    (tmp_path / "nesting.json").write_text(json.dumps({"pairs": [["hat", "1girl"]]}))  # as that run decided
+
+    def measure():
+        raise AssertionError("an old run's structure was measured again")
+
+    cfg = PseudoConfig()
+    s = run_structure(tmp_path, measure, cfg, {})
+    assert s["nests"] == [["hat", "1girl"]] and s["occluders"] == [] and s["parts"] == {"hat": "1girl"}
+    assert s["zoomed_tags"] == {"hat": 2.0, "cloud": 2.0} and s["stuff_tags"] == ["sky"]
+    lab = PseudoLabeler(None, {}, None, cfg)
+    apply_structure(lab, s)
+    assert lab.nests == {("hat", "1girl")} and lab.zoom == {"hat": 2.0, "cloud": 2.0} and lab.stuff == {"sky"}
+    assert lab.parts == {"hat": "1girl"} and lab.median_area["sky"] == 0.6
+    (tmp_path / "nesting.json").unlink()
+    (tmp_path / "structure.json").unlink()
+    assert run_structure(tmp_path, measure, cfg, {})["nests"] == [["cloud", "sky"], ["hat", "1girl"]]
 
 
 def test_reassign_by_colour_moves_the_horizon_band_to_the_tag_whose_colour_it_has():

@@ -21,7 +21,7 @@ def test_vit_cam_pseudolabels_segmenter_infer(tmp_path):
     from gaudi_engine.models.registry import create_align_model
     from gaudi_engine.imaging import Preprocess, model_input, to_working
     from gaudi_engine.pseudo.cam import CamConfig, text_cam
-    from gaudi_engine.pseudo.pipeline import run_pseudolabels
+    from gaudi_engine.pseudo.run import run_pseudolabels
     from gaudi_engine.train.segmenter import train_segmenter
 
     cfg_dir = tmp_path / "cfg"

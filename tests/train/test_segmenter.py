@@ -55,7 +55,7 @@ def test_targets_from_gt_and_pseudomasks(tiny_data, tmp_path):
     import pandas as pd
     from PIL import Image
 
-    from gaudi_engine.pseudo.pipeline import INDEX_COLUMNS
+    from gaudi_engine.pseudo.output import INDEX_COLUMNS
 
     pm = tmp_path / "pm"
     (pm / "masks" / "1").mkdir(parents=True)
