@@ -2,10 +2,15 @@
 
 - HTTP Basic auth `login:api_key` from DanbooruSettings; the configured User-Agent on every
   request (a generic python-requests UA gets a Cloudflare challenge).
-- A token bucket keeps API requests at or under `requests_per_second` (default 2/s). Media
-  downloads (stream=True) are not throttled by it: the downloader bounds them with its pool.
-- Retries with exponential backoff and jitter on 429 (Retry-After honoured), 5xx, timeouts,
-  connection resets and truncated or invalid JSON; gives up after `max_tries` with one line.
+- One `SharedPace` (rate_limit.py) per client, shared by every thread, API and media alike:
+  API requests keep `requests_per_second` (default 2/s); every request also follows the shared
+  pace, which a 429 pauses for Retry-After (every worker waits) and lowers (AIMD), and answers
+  raise again, up to `max_rps` (0: no cap; media is then bounded by the downloader's pool until
+  the server pushes back).
+- A 429 is back-pressure, not a failure: it does not use up a try. A request still answered 429
+  after `max_throttled` seconds gives up with one line.
+- Retries with exponential backoff and jitter on 5xx, timeouts, connection resets and truncated
+  or invalid JSON; gives up after `max_tries` such failures with one line.
 - 401/403/410/422 become one-line `RemoteError`s; 422 carries Danbooru's own message.
 - The API key never appears in messages: auth travels in a header, URLs shown are stripped.
 """
@@ -14,6 +19,8 @@ from __future__ import annotations
 import random
 import threading
 import time
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Iterable
 from urllib.parse import urlencode, urlsplit
 
@@ -22,36 +29,14 @@ import requests
 from ..errors import RemoteError
 from ..workspace import DanbooruSettings
 from .posts import loads
+from .rate_limit import SharedPace, TokenBucket
+
+__all__ = ["DanbooruClient", "SharedPace", "TokenBucket", "RETRY_STATUSES"]
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 520, 521, 522, 524})
 MAX_RETRY_AFTER = 120.0
+MAX_THROTTLED = 600.0  # seconds one request may keep getting 429s before the client gives up
 TAG_BATCH = 100  # names per /tags.json request: keeps the URL well under common limits
-
-
-class TokenBucket:
-    """At most `rate` acquisitions per second on average, bursts of at most `burst`."""
-
-    def __init__(self, rate: float, burst: float = 1.0):
-        self.rate = float(rate)
-        self.capacity = max(1.0, float(burst))
-        self._tokens = self.capacity
-        self._stamp = time.monotonic()
-        self._lock = threading.Lock()
-
-    def acquire(self) -> None:
-        if self.rate <= 0:  # 0 or negative: unlimited
-            return
-        with self._lock:  # callers queue here, so the rate holds across threads
-            now = time.monotonic()
-            self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
-            self._stamp = now
-            if self._tokens < 1.0:
-                wait = (1.0 - self._tokens) / self.rate
-                time.sleep(wait)
-                self._stamp = time.monotonic()
-                self._tokens = 0.0
-            else:
-                self._tokens -= 1.0
 
 
 def _shown(url: str) -> str:
@@ -75,21 +60,25 @@ class DanbooruClient:
 
     def __init__(self, settings: DanbooruSettings, max_tries: int = 6, timeout: float = 30,
                  backoff_base: float = 1.0, backoff_max: float = 60.0,
-                 on_retry: Callable[[str], None] | None = None):
+                 on_retry: Callable[[str], None] | None = None, max_rps: float = 0.0,
+                 max_throttled: float = MAX_THROTTLED):
         self.settings = settings
         self.base_url = settings.base_url.rstrip("/")
         self.max_tries = max(1, int(max_tries))
         self.timeout = timeout
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
+        self.max_throttled = max_throttled
         self.on_retry = on_retry
-        self.bucket = TokenBucket(settings.requests_per_second)
+        self.pace = SharedPace(api_rate=settings.requests_per_second, ceiling=max_rps)
         self.session = requests.Session()
         self.session.headers["User-Agent"] = settings.user_agent
         self.session.headers["Accept"] = "application/json"
         if settings.username and settings.api_key:
             self.session.auth = (settings.username, settings.api_key)
-        self.stats = {"requests": 0, "retries": 0}
+        # requests sent, requests sent again (after a failure or a 429), 429s among the answers
+        self.stats = {"requests": 0, "retries": 0, "throttled": 0}
+        self._stats_lock = threading.Lock()
         self._rng = random.Random()
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -98,9 +87,11 @@ class DanbooruClient:
             return url_or_path
         return f"{self.base_url}/{url_or_path.lstrip('/')}"
 
-    def _backoff(self, attempt: int, retry_after: float | None = None) -> float:
-        if retry_after is not None:
-            return min(MAX_RETRY_AFTER, max(0.0, retry_after))
+    def _count(self, key: str) -> None:
+        with self._stats_lock:  # workers share the client: += alone could lose counts
+            self.stats[key] += 1
+
+    def _backoff(self, attempt: int) -> float:
         # exponential with "equal jitter": half fixed, half random
         delay = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
         return delay / 2 + self._rng.uniform(0, delay / 2)
@@ -134,15 +125,36 @@ class DanbooruClient:
     def _fetch(self, url_or_path: str, params: dict[str, Any] | None, stream: bool,
                parse_json: bool, throttle: bool | None) -> tuple[requests.Response, Any]:
         url = self.url(url_or_path)
-        throttle = (not stream) if throttle is None else throttle
+        api_pace = (not stream) if throttle is None else throttle
         last = "no answer"
-        for attempt in range(1, self.max_tries + 1):
-            if throttle:
-                self.bucket.acquire()
-            self.stats["requests"] += 1
-            retry_after = None
+        tries = 0                   # failures only: a 429 is back-pressure and costs no try
+        throttled_since: float | None = None
+        in_a_row = 0                # 429s in a row for this request (backoff when no Retry-After)
+        while True:
+            sent_at = self.pace.acquire(api=api_pace)
+            self._count("requests")
             try:
                 resp = self.session.get(url, params=params, timeout=self.timeout, stream=stream)
+                if resp.status_code == 429:
+                    retry_after = _retry_after(resp.headers.get("Retry-After"))
+                    resp.close()
+                    now = time.monotonic()
+                    throttled_since = now if throttled_since is None else throttled_since
+                    if now - throttled_since >= self.max_throttled:
+                        raise RemoteError(
+                            f"{_shown(url)}: still rate limited (HTTP 429) after "
+                            f"{now - throttled_since:.0f}s of waiting; try again later or lower "
+                            f"the pace (--rps)")
+                    in_a_row += 1
+                    pause = retry_after if retry_after is not None else self._backoff(in_a_row)
+                    self._count("throttled")
+                    self._count("retries")
+                    if self.pace.on_throttled(sent_at, pause) and self.on_retry:
+                        self.on_retry(f"{_shown(url)}: HTTP 429 (rate limited): every request "
+                                      f"waits {pause:.1f}s; pace now {self.pace.describe()}")
+                    continue  # the shared pace holds this worker (and every other) for the pause
+                throttled_since, in_a_row = None, 0
+                self.pace.on_answer()
                 fatal = self._fatal(resp, url)
                 if fatal is not None and stream and fatal.status not in (401, 403):
                     return resp, None  # a missing media file is the caller's per-item failure
@@ -151,12 +163,6 @@ class DanbooruClient:
                     raise fatal
                 if resp.status_code in RETRY_STATUSES or resp.status_code >= 500:
                     last = f"HTTP {resp.status_code} {resp.reason}"
-                    header = resp.headers.get("Retry-After")
-                    if resp.status_code == 429 and header:
-                        try:
-                            retry_after = float(header)
-                        except ValueError:
-                            retry_after = None
                     resp.close()
                 else:
                     if not stream:
@@ -173,20 +179,21 @@ class DanbooruClient:
                 last = f"answer cut off ({type(exc).__name__})"
             except requests.ConnectionError as exc:
                 last = _connection_reason(exc)
-            if attempt < self.max_tries:
-                delay = self._backoff(attempt, retry_after)
-                self.stats["retries"] += 1
-                if self.on_retry:
-                    self.on_retry(f"{_shown(url)}: {last}; retry {attempt}/{self.max_tries - 1} "
-                                  f"in {delay:.1f}s")
-                time.sleep(delay)
-        raise RemoteError(f"{_shown(url)}: gave up after {self.max_tries} tries: {last}")
+            tries += 1
+            if tries >= self.max_tries:
+                raise RemoteError(f"{_shown(url)}: gave up after {self.max_tries} tries: {last}")
+            delay = self._backoff(tries)
+            self._count("retries")
+            if self.on_retry:
+                self.on_retry(f"{_shown(url)}: {last}; retry {tries}/{self.max_tries - 1} "
+                              f"in {delay:.1f}s")
+            time.sleep(delay)
 
     # -- public ------------------------------------------------------------------------------
     def request(self, url_or_path: str, params: dict[str, Any] | None = None, stream: bool = False,
                 throttle: bool | None = None) -> requests.Response:
-        """GET with auth, UA, rate limit (API calls; `stream=True` media is not throttled unless
-        `throttle=True`) and retries. Raises RemoteError with one line when it cannot succeed
+        """GET with auth, UA, the shared pace (every request; the API pace too for API calls:
+        `stream=True` media skips it unless `throttle=True`) and retries. Raises RemoteError with one line when it cannot succeed
         (for `stream=True`, a 404/410/other 4xx comes back as the response: only 401/403 and
         giving up raise, so a downloader can mark that one file failed and go on)."""
         return self._fetch(url_or_path, params, stream, parse_json=False, throttle=throttle)[0]
@@ -229,6 +236,23 @@ class DanbooruClient:
 
     def close(self) -> None:
         self.session.close()
+
+
+def _retry_after(header: str | None) -> float | None:
+    """Seconds from a Retry-After header (a number of seconds or an HTTP date), capped."""
+    if not header:
+        return None
+    try:
+        seconds = float(header)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(header)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - datetime.now(timezone.utc)).total_seconds()
+    return min(MAX_RETRY_AFTER, max(0.0, seconds))
 
 
 def _connection_reason(exc: Exception) -> str:

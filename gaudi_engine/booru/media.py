@@ -10,6 +10,10 @@ A kill between 2 and 3 leaves a verified file without a row: the next run re-ver
 it. Temp files a kill leaves behind are removed by the next run (per md5 as it is processed, and
 all of them when the `.fetch-images.running` marker shows the last run did not finish).
 
+Back-pressure: every worker shares the client's pace (booru/rate_limit.py), so a 429 slows them
+all and costs no try. A file that fails for a reason that can pass (5xx, resets, short bodies)
+is tried once more after all the others before it counts as failed; a rerun tries it again.
+
 Statuses: ok / failed (with the error) / not_downloadable (known md5, no URL) / not_image
 (mp4, webm, zip, swf, ...). Banned posts have no md5 at all, so they have no `media` row; the
 summary (and `catalogue.queries.counts`) count them from `posts`.
@@ -241,7 +245,7 @@ def fetch_one(ws, client, job: MediaJob, tries: int = 4, adopt: bool = True) -> 
         except BodyError:
             target.unlink(missing_ok=True)
     tmp = target.parent / f".{job.md5}.{job.ext}.{os.getpid()}.{threading.get_ident()}.part"
-    error, attempt = "no attempt made", 0
+    error, attempt, final = "no attempt made", 0, False
     for attempt in range(max(1, tries)):
         try:
             size = _download(client, job, tmp)
@@ -251,21 +255,27 @@ def fetch_one(ws, client, job: MediaJob, tries: int = 4, adopt: bool = True) -> 
         except BodyError as exc:
             error = str(exc)
         except FileRejected as exc:
-            error = str(exc)
+            error, final = str(exc), True
             break
         except GaudiError as exc:  # the client gave up (retries spent) or a hard 4xx
-            error = str(exc)
+            error, final = str(exc), getattr(exc, "status", None) is not None
             break
         except OSError as exc:  # our side: disk full, permissions -- stop the whole run
             raise GaudiError(f"cannot write {ws.rel(tmp)}: {exc.strerror or exc}") from None
         finally:
             tmp.unlink(missing_ok=True)
         if error.startswith("HTTP 4"):
+            final = True
             break  # 404/403 on a media URL will not change by retrying
         time.sleep(min(4.0, 0.2 * 2 ** attempt) * (0.5 + random.random()))
     row["error"] = f"{error} (after {attempt + 1} tries)" if attempt else error
     row["path"] = None
+    row["retryable"] = not final  # worth the end-of-run retry (5xx, resets, short bodies)
     return row
+
+
+def _client_stats(client) -> dict[str, int]:
+    return dict(getattr(client, "stats", None) or {})
 
 
 def _size_pool(client, max_workers: int) -> None:
@@ -297,10 +307,14 @@ def fetch_images(ws, cat, client, max_workers: int = 8, skip_existing: bool = Tr
         upsert_media(cat, plan["known"])
         summary = {"posts": plan["posts"], "to_fetch": len(plan["jobs"]), "skipped": plan["skipped"],
                    "temp_files_removed": swept, "downloaded": 0, "adopted": 0, "failed": 0,
-                   "bytes": 0, "errors": []}
+                   "retried": 0, "recovered": 0, "bytes": 0, "errors": []}
+        throttled_before = _client_stats(client).get("throttled", 0)
         _run_jobs(ws, cat, client, plan["jobs"], summary, max_workers, tries, adopt=skip_existing)
     finally:
         marker.unlink(missing_ok=True)
+    summary["throttled"] = _client_stats(client).get("throttled", 0) - throttled_before
+    pace = getattr(client, "pace", None)
+    summary["pace"] = pace.describe() if pace is not None else None
     counts = dict(cat.fetchall("SELECT status, count(*) FROM media GROUP BY status"))
     summary["not_image"] = counts.get("not_image", 0)
     summary["not_downloadable"] = counts.get("not_downloadable", 0) + plan["no_md5"]
@@ -312,74 +326,101 @@ def fetch_images(ws, cat, client, max_workers: int = 8, skip_existing: bool = Tr
 
 def _run_jobs(ws, cat, client, jobs: list[MediaJob], summary: dict[str, Any], max_workers: int,
               tries: int, adopt: bool) -> None:
-    """Workers download; this thread alone writes `media` rows, in batches."""
+    """Workers download; this thread alone writes `media` rows, in batches. A file that failed
+    for a reason that can pass (5xx, resets, short bodies) is tried once more after every other
+    file, before it counts as failed: by then a struggling server has often recovered."""
     pending: list[dict[str, Any]] = []
     last_flush = time.time()
 
     def flush() -> None:
         nonlocal last_flush
-        upsert_media(cat, [{k: v for k, v in r.items() if k != "adopted"} for r in pending])
+        # one row per md5, the latest: a file failed then recovered by the end-of-run retry
+        # may have both rows waiting here, and one INSERT OR REPLACE must not see two
+        upsert_media(cat, {r["md5"]: r for r in pending}.values())
         pending.clear()
         last_flush = time.time()
 
     streak = 0  # consecutive downloads the client gave up on (network down, server gone)
     give_up_after = 2 * max_workers + 4
+    last_error = ""
+    retry_at_end: list[MediaJob] = []
 
-    def record(job: MediaJob, row: dict[str, Any]) -> None:
-        nonlocal streak
+    def record(job: MediaJob, row: dict[str, Any], last_try: bool) -> None:
+        nonlocal streak, last_error
         if row["status"] == "ok":
             summary["adopted" if row.get("adopted") else "downloaded"] += 1
+            summary["recovered"] += last_try
             summary["bytes"] += row["bytes"] or 0
             pending.append(row)
             streak = 0
             return
         streak = streak + 1 if "gave up after" in (row["error"] or "") else 0
+        last_error = row["error"] or ""
+        # a verified file from an earlier run stays ok; only its refetch failed. The failed row
+        # is written at once, so a run killed before the end-of-run retry still leaves it failed
+        # (and the next run retries it).
+        if not (job.previous == "ok" and ws.image_path(job.md5, job.ext).is_file()):
+            pending.append(row)
+        if not last_try and row.get("retryable"):
+            retry_at_end.append(job)
+            return
         summary["failed"] += 1
         if len(summary["errors"]) < 20:
             summary["errors"].append(f"{job.md5}: {row['error']}")
-        # a verified file from an earlier run stays ok; only its refetch failed
-        if not (job.previous == "ok" and ws.image_path(job.md5, job.ext).is_file()):
-            pending.append(row)
 
     with Progress("fetch-images", total=len(jobs), unit="img") as bar, \
             ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="fetch") as pool:
-        todo = iter(jobs)
-        running: dict[Future, MediaJob] = {}
-        try:
-            while True:
-                while len(running) < max_workers * 2:  # bounded: never queue a million futures
-                    job = next(todo, None)
-                    if job is None:
+
+        def run(batch: list[MediaJob], last_try: bool) -> None:
+            todo = iter(batch)
+            running: dict[Future, MediaJob] = {}
+            try:
+                while True:
+                    while len(running) < max_workers * 2:  # bounded: never queue a million futures
+                        job = next(todo, None)
+                        if job is None:
+                            break
+                        running[pool.submit(fetch_one, ws, client, job, tries, adopt)] = job
+                    if not running:
                         break
-                    running[pool.submit(fetch_one, ws, client, job, tries, adopt)] = job
-                if not running:
-                    break
-                done, _ = wait(running, timeout=FLUSH_SECONDS, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    job = running.pop(fut)
-                    record(job, fut.result())
-                    bar.update(1, ok=summary["downloaded"] + summary["adopted"],
-                               failed=summary["failed"], mb=round(summary["bytes"] / 1e6, 1))
-                if streak >= give_up_after:
-                    raise GaudiError(
-                        f"stopped after {streak} downloads in a row failed (last: "
-                        f"{summary['errors'][-1].split(': ', 1)[-1]}); check the network or "
-                        f"--base-url and run fetch-images again to resume")
-                if len(pending) >= FLUSH_EVERY or (pending and time.time() - last_flush >= FLUSH_SECONDS):
-                    flush()
-        except BaseException:
-            for fut in running:
-                fut.cancel()
-            flush()  # keep what finished; unfinished md5s have no row and are fetched next time
-            raise
+                    done, _ = wait(running, timeout=FLUSH_SECONDS, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        job = running.pop(fut)
+                        record(job, fut.result(), last_try)
+                        bar.update(1, ok=summary["downloaded"] + summary["adopted"],
+                                   failed=summary["failed"], mb=round(summary["bytes"] / 1e6, 1))
+                    if streak >= give_up_after:
+                        raise GaudiError(
+                            f"stopped after {streak} downloads in a row failed (last: "
+                            f"{last_error}); check the network or --base-url and run "
+                            f"fetch-images again to resume")
+                    if len(pending) >= FLUSH_EVERY or (pending and time.time() - last_flush >= FLUSH_SECONDS):
+                        flush()
+            except BaseException:
+                for fut in running:
+                    fut.cancel()
+                flush()  # keep what finished; unfinished md5s have no row and are fetched next time
+                raise
+
+        run(jobs, last_try=False)
+        if retry_at_end:
+            summary["retried"] = len(retry_at_end)
+            bar.set_total(len(jobs) + len(retry_at_end))
+            bar.log(f"trying {len(retry_at_end)} failed downloads once more")
+            run(retry_at_end, last_try=True)
         flush()
 
 
 def summary_line(s: dict[str, Any]) -> str:
     """The one-line summary `gaudi fetch-images` prints."""
     rate = f", {_size(s['bytes'] / s['seconds'])}/s" if s.get("seconds") and s["bytes"] else ""
+    retried = (f" ({s['recovered']} of {s['retried']} recovered by the end-of-run retry)"
+               if s.get("retried") else "")
+    throttled = (f"; the server asked to slow down {s['throttled']} times (429), pace now "
+                 f"{s['pace']}" if s.get("throttled") else "")
     return (f"fetch-images: {s['downloaded']} downloaded ({_size(s['bytes'])}{rate}), "
-            f"{s['adopted']} verified on disk, {s['skipped']} already there, {s['failed']} failed; "
+            f"{s['adopted']} verified on disk, {s['skipped']} already there, "
+            f"{s['failed']} failed{retried}{throttled}; "
             f"catalogue: {s['ok_total']} ok, {s['failed_total']} failed, "
             f"{s['not_downloadable']} not downloadable, {s['not_image']} not images "
             f"({s['posts']} posts) in {s['seconds']:.1f}s")

@@ -11,10 +11,14 @@ def cmd_fetch_images(args) -> int:
     from ..cli import workspace_of
     from ..workspace import DanbooruSettings
 
+    from ..errors import GaudiError
+
+    if args.rps < 0:
+        raise GaudiError("--rps must be 0 (no cap) or more")
     ws = workspace_of(args).ensure()
     cat = open_catalogue(ws.catalogue_path)
     settings = DanbooruSettings.from_env(base_url=args.base_url)
-    client = DanbooruClient(settings)
+    client = DanbooruClient(settings, max_rps=args.rps)
     summary = fetch_images(ws, cat, client, max_workers=args.max_workers,
                            skip_existing=args.skip_existing, variant=args.variant,
                            base_url=args.base_url)
@@ -52,11 +56,18 @@ def register(add_command) -> None:
         description="Download every downloadable image of the catalogue into "
                     "data/images/xx/yy/md5.ext with a bounded pool of workers. Each file is "
                     "written to a temp file, md5-checked (originals) and fully decoded before it "
-                    "counts; statuses go to the catalogue's media table. Rerun to resume: images "
-                    "already on disk are skipped and failed ones retried. Exit status 1 if some "
-                    "images failed.")
+                    "counts; statuses go to the catalogue's media table. The workers share one "
+                    "pace: when the server answers 429 (too many requests) every worker waits "
+                    "its Retry-After and the pace drops by 30%, then creeps back up with each answer; "
+                    "429s never use up a file's tries. Files that fail for a passing reason "
+                    "(5xx, resets, cut-off bodies) are tried once more at the end of the run. "
+                    "Rerun to resume: images already on disk are skipped and failed ones "
+                    "retried. Exit status 1 if some images failed.")
     p.add_argument("--max-workers", type=int, default=8, metavar="N",
                    help="parallel downloads (default 8)")
+    p.add_argument("--rps", type=float, default=0.0, metavar="N",
+                   help="at most N requests per second, all workers together (default 0: no "
+                        "cap until the server answers 429, then the pace adapts to it)")
     p.add_argument("--skip-existing", action="store_true", default=True,
                    help="skip images already verified on disk (the default)")
     p.add_argument("--no-skip-existing", dest="skip_existing", action="store_false",

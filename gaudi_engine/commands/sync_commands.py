@@ -9,9 +9,12 @@ def _client_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--base-url", default=None,
                    help="booru URL (default: $DANBOORU_BASE_URL or https://danbooru.donmai.us)")
     g.add_argument("--rps", type=float, default=None,
-                   help="API requests per second at most (default: $DANBOORU_RPS or 2; 0 = unlimited)")
+                   help="API requests per second at most (default: $DANBOORU_RPS or 2; 0 = "
+                        "unlimited); a 429 answer pauses every request for its Retry-After and "
+                        "lowers the pace, which recovers as answers come back")
     g.add_argument("--max-tries", type=int, default=6,
-                   help="tries per request before giving up (default 6)")
+                   help="tries per request before giving up (default 6); 5xx, timeouts and "
+                        "resets use them up, 429s (back-pressure) do not")
     g.add_argument("--timeout", type=float, default=30, help="seconds per request (default 30)")
     g.add_argument("--backoff", type=float, default=1.0,
                    help="first retry delay in seconds; doubles per try, with jitter (default 1)")

@@ -67,7 +67,7 @@ def test_429_honours_retry_after(booru):
     t0 = time.monotonic()
     assert len(c.posts(limit=5)) == 5
     assert time.monotonic() - t0 >= 0.4  # the backoff base is 0.01 s: the wait came from Retry-After
-    assert c.stats == {"requests": 2, "retries": 1}
+    assert c.stats == {"requests": 2, "retries": 1, "throttled": 1}
 
 
 @pytest.mark.parametrize("fault", sorted(API_FAULTS))

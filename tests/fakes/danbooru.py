@@ -3,6 +3,8 @@
     booru = LocalBooru(); add_fake_posts(booru, 500, seed=1, banned=0.05, deleted=0.05, mp4=0.03)
     booru.faults = FaultPlan(rate=0.1, seed=2)        # ~10% of answers misbehave, seeded
     booru.faults.once("api", Fault(status=429, headers={"Retry-After": "1"}))  # next API answer
+    booru.faults.for_path(post["file_url"], Fault(status=503), times=3)  # that file, 3 times
+    booru.faults = RateLimit(10, then=FaultPlan(...))  # 10 req/s, 429 + Retry-After beyond
 """
 from __future__ import annotations
 
@@ -10,13 +12,14 @@ import io
 import random
 import struct
 import threading
+import time
 import zlib
 from collections import deque
 
 from gaudi_engine.booru.local_booru import Fault, LocalBooru
 
-__all__ = ["Fault", "FaultPlan", "add_fake_posts", "tiny_png", "GENERAL_TAGS", "API_FAULTS",
-           "MEDIA_FAULTS"]
+__all__ = ["Fault", "FaultPlan", "RateLimit", "add_fake_posts", "tiny_png", "GENERAL_TAGS",
+           "API_FAULTS", "MEDIA_FAULTS"]
 
 GENERAL_TAGS = [
     "1girl", "solo", "long_hair", "short_hair", "smile", "looking_at_viewer", "blue_eyes",
@@ -64,6 +67,7 @@ class FaultPlan:
         self._api = [API_FAULTS[k] for k in (api or list(API_FAULTS))]
         self._media = [MEDIA_FAULTS[k] for k in (media or list(MEDIA_FAULTS))]
         self._queued: dict[str, deque[Fault]] = {"api": deque(), "media": deque()}
+        self._by_path: dict[str, deque[Fault]] = {}
         self._always: dict[str, Fault | None] = {"api": None, "media": None}
         self._lock = threading.Lock()
         self.injected: list[tuple[str, str, Fault]] = []
@@ -71,6 +75,15 @@ class FaultPlan:
     def once(self, kind: str, fault: Fault, times: int = 1) -> "FaultPlan":
         with self._lock:
             self._queued[kind].extend([fault] * times)
+        return self
+
+    def for_path(self, path: str, fault: Fault, times: int = 1) -> "FaultPlan":
+        """The next `times` requests for this path (a URL or its path) misbehave, before any
+        other fault of the plan."""
+        from urllib.parse import urlsplit
+
+        with self._lock:
+            self._by_path.setdefault(urlsplit(path).path, deque()).extend([fault] * times)
         return self
 
     def always(self, kind: str, fault: Fault | None) -> "FaultPlan":
@@ -81,7 +94,9 @@ class FaultPlan:
     def pick(self, kind: str, path: str) -> Fault | None:
         with self._lock:
             fault = None
-            if self._queued[kind]:
+            if self._by_path.get(path):
+                fault = self._by_path[path].popleft()
+            elif self._queued[kind]:
                 fault = self._queued[kind].popleft()
             elif self._always[kind] is not None:
                 fault = self._always[kind]
@@ -92,6 +107,50 @@ class FaultPlan:
             elif kind == "api" and self.latency:
                 fault = Fault(delay=self.latency)
             return fault
+
+
+class RateLimit:
+    """A server that enforces a rate limit, as Danbooru's ingress does: at most `rps` requests in
+    any `window` seconds (a sliding window over the requests it served); the others answer 429
+    with a Retry-After that says when a slot frees (or `retry_after`, fixed). Requests it lets
+    through go on to `then` (another fault plan), so faults and the limit combine.
+
+    `served`, `limited` (429s sent) and `peak` (most requests served in one window) say what it
+    did; a test that reads `peak <= limit` knows the limit really held."""
+
+    def __init__(self, rps: float, window: float = 1.0, retry_after: float | None = None,
+                 kinds: tuple[str, ...] = ("api", "media"), then=None):
+        self.limit = max(1, int(rps * window))
+        self.window = window
+        self.retry_after = retry_after
+        self.kinds = kinds
+        self.then = then
+        self.served = 0
+        self.limited = 0
+        self.peak = 0
+        self._times: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    @property
+    def injected(self) -> list:
+        return self.then.injected if self.then is not None else []
+
+    def pick(self, kind: str, path: str) -> Fault | None:
+        if kind in self.kinds:
+            with self._lock:
+                now = time.monotonic()
+                while self._times and self._times[0] <= now - self.window:
+                    self._times.popleft()
+                if len(self._times) >= self.limit:
+                    self.limited += 1
+                    wait = (self.retry_after if self.retry_after is not None
+                            else self._times[0] + self.window - now)
+                    return Fault(status=429, headers={"Retry-After": f"{max(0.0, wait):.2f}"},
+                                 body=b'{"success":false,"message":"Too many requests"}')
+                self._times.append(now)
+                self.served += 1
+                self.peak = max(self.peak, len(self._times))
+        return self.then.pick(kind, path) if self.then is not None else None
 
 
 def tiny_png(seed: int, size: tuple[int, int] = (8, 8)) -> bytes:
