@@ -320,6 +320,28 @@ def square_window(t, size: int, u: tuple[float, float] | None = None):
     return t[..., y0:y0 + size, x0:x0 + size]
 
 
+def training_shape(box: Letterbox, pre: Preprocess) -> tuple[int, int]:
+    """(h, w) of a picture's training crop: its sides in the canvas rounded down to the stride (at
+    least `image_size`). Pictures of one shape batch together (aspect-ratio buckets), so training
+    sees the whole picture but for < one stride, where a square window dropped a third of a 2:3
+    portrait (the shoes or the hair its tags name)."""
+    return tuple(max(pre.image_size, n // pre.stride * pre.stride) for n in (box.h, box.w))
+
+
+def picture_window(t, box: Letterbox, shape: tuple[int, int], u: tuple[float, float] | None = None):
+    """A `shape` (h, w) crop of a canvas t [..., H, W] over the picture `box`: at fractions `u` of
+    the picture's spare room (random in training), centred when None; a side longer than the
+    picture's takes canvas padding evenly around it."""
+    fy, fx = u if u is not None else (0.5, 0.5)
+    big_h, big_w = t.shape[-2:]
+    out = []
+    for f, n, at, size, limit in ((fy, box.h, box.y0, shape[0], big_h), (fx, box.w, box.x0, shape[1], big_w)):
+        start = at + int(round(f * (n - size))) if n >= size else at - (size - n) // 2
+        out.append(min(max(start, 0), limit - size))
+    y0, x0 = out
+    return t[..., y0:y0 + shape[0], x0:x0 + shape[1]]
+
+
 def normalise(canvas_u8, pre: Preprocess):
     """uint8 [..., H, W, 3] (numpy) or float [.., 3, H, W] in 0..1 (torch) -> normalised [.., 3, H, W]."""
     import torch

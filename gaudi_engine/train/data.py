@@ -112,15 +112,16 @@ def build_vocab(records: list[dict], min_count: int = 1) -> list[str]:
 
 
 class TagImageDataset(torch.utils.data.Dataset):
-    """Stage A items: {"image": normalised float [3,S,S], "labels": multi-hot [V], "index"}: a
-    square window of the picture's model canvas (short side S, aspect kept), random in training;
+    """Stage A items: {"image": normalised float [3,h,w], "labels": multi-hot [V], "index"}: in
+    training a crop of the picture's model canvas (short side S, aspect kept) of its bucket's shape
+    (`imaging.training_shape`; `bucket_keys` batch alike shapes together), at a random place;
     without training the whole canvas [3,H,W]. Augmentation (train=True): horizontal flip, mild random resized crop, mild
     colour jitter; each (seed, epoch, index) draws the same augmentation, so runs and resumes are
     reproducible."""
 
     def __init__(self, records: list[dict], vocab: list[str], preprocess: dict[str, Any],
                  train: bool = True, seed: int = 0, mosaic_p: float = 0.0, cache=None):
-        from ..imaging import Preprocess
+        from ..imaging import Preprocess, training_shape
         from ..progress import Progress
 
         pre = Preprocess.from_dict(preprocess)
@@ -130,7 +131,7 @@ class TagImageDataset(torch.utils.data.Dataset):
         self.mean = torch.tensor(pre.mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(pre.std, dtype=torch.float32).view(3, 1, 1)
         self.train, self.seed, self.epoch, self.mosaic_p = train, seed, 0, mosaic_p
-        images, labels, kept = [], [], []
+        images, labels, kept, self.boxes = [], [], [], []
         quiet = int(os.environ.get("RANK", 0)) != 0  # under torchrun one rank reports progress
         with Progress("load-images", total=len(records), unit="img", disable=True if quiet else None,
                       jsonl=os.devnull if quiet else None) as bar:
@@ -140,6 +141,7 @@ class TagImageDataset(torch.utils.data.Dataset):
                 if loaded is None:
                     continue
                 arr = loaded[0]
+                self.boxes.append(loaded[1])
                 y = torch.zeros(len(self.vocab))
                 for t in r["tags"]:
                     if t in index:
@@ -152,6 +154,7 @@ class TagImageDataset(torch.utils.data.Dataset):
         self.images = images  # uint8 [3,H,W] canvases: 600 2:3 pictures at 128 px ≈ 44 MB
         self.labels = torch.stack(labels)
         self.records = kept
+        self.bucket_keys = [training_shape(b, pre) for b in self.boxes]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -162,7 +165,7 @@ class TagImageDataset(torch.utils.data.Dataset):
     def _augment(self, img: torch.Tensor, g: torch.Generator, kept: float = 1.0) -> torch.Tensor:
         """`kept`: the share of the picture its window already holds; the crop keeps >= 65 % of the
         picture in all (a tag's object cut out is a wrong label)."""
-        s = self.size
+        sh, sw = img.shape[-2:]
         r = torch.rand(8, generator=g).tolist()
         if r[0] < 0.5:
             img = img.flip(-1)
@@ -170,10 +173,10 @@ class TagImageDataset(torch.utils.data.Dataset):
         if r[1] < 0.7 and low < 1.0:  # random resized crop, scale low–1, aspect 3/4–4/3
             area = low + (1.0 - low) * r[2]
             aspect = float(np.exp(np.log(3 / 4) + r[3] * (np.log(4 / 3) - np.log(3 / 4))))
-            cw = int(round(s * min(1.0, (area * aspect) ** 0.5)))
-            ch = int(round(s * min(1.0, (area / aspect) ** 0.5)))
-            x0, y0 = int(r[4] * (s - cw)), int(r[5] * (s - ch))
-            img = Fn.interpolate(img[None, :, y0:y0 + ch, x0:x0 + cw], size=(s, s), mode="bilinear",
+            cw = int(round(sw * min(1.0, (area * aspect) ** 0.5)))
+            ch = int(round(sh * min(1.0, (area / aspect) ** 0.5)))
+            x0, y0 = int(r[4] * (sw - cw)), int(r[5] * (sh - ch))
+            img = Fn.interpolate(img[None, :, y0:y0 + ch, x0:x0 + cw], size=(sh, sw), mode="bilinear",
                                  align_corners=False)[0]
         # colour jitter: brightness, contrast, saturation ±15 %
         b, c, sat = (1 + 0.3 * (torch.rand(3, generator=g) - 0.5)).tolist()
@@ -183,13 +186,13 @@ class TagImageDataset(torch.utils.data.Dataset):
         return (img * b).clamp(0, 1)
 
     def window(self, i: int, g: torch.Generator | None) -> tuple[torch.Tensor, float]:
-        """Picture i's S x S window in 0..1 (random with a generator, else centred) and the share
-        of the canvas it holds."""
-        from ..imaging import square_window
+        """Picture i's training crop in 0..1 (its bucket's shape; random with a generator, else
+        centred) and the share of the picture it holds."""
+        from ..imaging import picture_window
 
         u = tuple(torch.rand(2, generator=g).tolist()) if g is not None else None
-        h, w = self.images[i].shape[-2:]
-        return square_window(self.images[i], self.size, u).float() / 255.0, self.size ** 2 / (h * w)
+        (h, w), box = self.bucket_keys[i], self.boxes[i]
+        return picture_window(self.images[i], box, (h, w), u).float() / 255.0, min(1.0, h * w / (box.h * box.w))
 
     def _augment_window(self, i: int, g: torch.Generator) -> torch.Tensor:
         img, kept = self.window(i, g)
@@ -207,8 +210,8 @@ class TagImageDataset(torch.utils.data.Dataset):
                 # guessed from the scene's context (context decoupling, as CDA/CutMix do for WSSS)
                 j = int(torch.randint(len(self), (1,), generator=g))
                 other = self._augment_window(j, g)
-                half = self.size // 2
-                a = Fn.interpolate(img[None], size=(self.size, half), mode="bilinear", align_corners=False)[0]
-                b = Fn.interpolate(other[None], size=(self.size, self.size - half), mode="bilinear", align_corners=False)[0]
+                h, w = img.shape[-2:]
+                a = Fn.interpolate(img[None], size=(h, w // 2), mode="bilinear", align_corners=False)[0]
+                b = Fn.interpolate(other[None], size=(h, w - w // 2), mode="bilinear", align_corners=False)[0]
                 img, y = torch.cat([a, b], -1), torch.maximum(y, self.labels[j])
         return {"image": (img - self.mean) / self.std, "labels": y, "index": torch.tensor(i)}

@@ -195,16 +195,21 @@ def train_loop(cfg: TrainConfig, model: torch.nn.Module, dataset, loss_fn: Calla
         for t in list(model.parameters()) + list(model.buffers()):
             dist.broadcast(t.data, src=0)
 
-    sampler = None
-    if world > 1:
+    sampler = batches = None
+    per_rank = max(1, cfg.batch_size // world)
+    if getattr(dataset, "bucket_keys", None) is not None:  # items of one shape per batch
+        from .buckets import BucketBatchSampler
+
+        batches = BucketBatchSampler(dataset.bucket_keys, per_rank, seed=cfg.seed, rank=rank, world=world)
+    elif world > 1:
         sampler = torch.utils.data.distributed.DistributedSampler(dataset, num_replicas=world, rank=rank,
                                                                   shuffle=True, seed=cfg.seed, drop_last=True)
-    per_rank = max(1, cfg.batch_size // world)
     n_items = len(sampler) if sampler is not None else len(dataset)
-    if n_items == 0:
+    if n_items == 0 or (batches is not None and len(batches) == 0):
         raise GaudiError("the training set is empty")
     drop_last = n_items >= 2 * per_rank  # avoid a lone tiny last batch (BatchNorm) unless data is tiny
-    steps_per_epoch = n_items // per_rank if drop_last else math.ceil(n_items / per_rank)
+    steps_per_epoch = len(batches) if batches is not None else \
+        n_items // per_rank if drop_last else math.ceil(n_items / per_rank)
     total = cfg.epochs * steps_per_epoch
     if cfg.max_steps:
         total = min(total, int(cfg.max_steps))
@@ -252,16 +257,21 @@ def train_loop(cfg: TrainConfig, model: torch.nn.Module, dataset, loss_fn: Calla
         while epoch < cfg.epochs and step < total:
             if hasattr(dataset, "set_epoch"):
                 dataset.set_epoch(epoch)
-            if sampler is not None:
-                sampler.set_epoch(epoch)
-                loader_sampler = sampler
+            if batches is not None:
+                batches.set_epoch(epoch)
+                loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers,
+                                                     collate_fn=collate, pin_memory=device.type == "cuda")
             else:
-                g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-                loader_sampler = torch.utils.data.RandomSampler(dataset, generator=g)
-            loader = torch.utils.data.DataLoader(dataset, batch_size=per_rank, sampler=loader_sampler,
-                                                 num_workers=cfg.workers, collate_fn=collate, drop_last=drop_last,
-                                                 pin_memory=device.type == "cuda",
-                                                 persistent_workers=False)
+                if sampler is not None:
+                    sampler.set_epoch(epoch)
+                    loader_sampler = sampler
+                else:
+                    g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+                    loader_sampler = torch.utils.data.RandomSampler(dataset, generator=g)
+                loader = torch.utils.data.DataLoader(dataset, batch_size=per_rank, sampler=loader_sampler,
+                                                     num_workers=cfg.workers, collate_fn=collate,
+                                                     drop_last=drop_last, pin_memory=device.type == "cuda",
+                                                     persistent_workers=False)
             model.train()
             ep_loss, ep_n = 0.0, 0
             t_data = time.perf_counter()

@@ -112,7 +112,7 @@ class SegmenterDataset(torch.utils.data.Dataset):
     def __init__(self, records: list[dict], targets: dict[int, dict[str, np.ndarray]], vocab: list[str],
                  preprocess: dict, cfg: SegTargetsConfig | None = None, train: bool = True, seed: int = 0,
                  cache=None):
-        from ..imaging import Preprocess
+        from ..imaging import Preprocess, training_shape
         from .data import load_canvas
 
         pre = Preprocess.from_dict(preprocess)
@@ -124,43 +124,50 @@ class SegmenterDataset(torch.utils.data.Dataset):
         self.std = torch.tensor(pre.std, dtype=torch.float32).view(3, 1, 1)
         self.train = train
         self.seed = seed
-        images, items = [], []
+        images, items, self.boxes = [], [], []
         for rec in records:
             loaded = load_canvas(rec, pre, cache)
             if loaded is None:
                 continue
             images.append(torch.from_numpy(loaded[0].copy()).permute(2, 0, 1))
+            self.boxes.append(loaded[1])
             items.append((rec, targets.get(rec["post_id"], {})))
         if not images:
             raise GaudiError("no readable images with targets to train the segmenter on")
         self.images = images  # uint8 [3,H,W] canvases (aspect kept); targets laid over them alike
         self.items = items
         self.epoch = 0
+        # training crops of one shape per batch (`train.buckets`), whole pictures but < a stride
+        self.bucket_keys = [training_shape(b, pre) for b in self.boxes] if train else None
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int):
-        from ..imaging import square_window
+        from ..imaging import picture_window
 
         rec, tmap = self.items[i]
         rng = random.Random(hash((self.seed, self.epoch, i)) if self.train else i)
         u = (rng.random(), rng.random()) if self.train else None  # the same window of image and targets
         k = self.cfg.max_pos + self.cfg.n_neg
         ids = torch.zeros(k, dtype=torch.long)
-        tgt = torch.full((k, self.size, self.size), IGNORE, dtype=torch.uint8)
+        box = self.boxes[i]
+        shape = self.bucket_keys[i] if self.bucket_keys else tuple(self.images[i].shape[-2:])
+        if self.bucket_keys is None:  # not training: the whole canvas
+            box = type(box)(shape[0], shape[1], 0, 0, shape[1], shape[0])
+        tgt = torch.full((k, *shape), IGNORE, dtype=torch.uint8)
         pos = [t for t in rec["tags"] if t in tmap and t in self.tag_id]
         if len(pos) > self.cfg.max_pos:
             pos = rng.sample(pos, self.cfg.max_pos)
         for j, t in enumerate(pos):
             ids[j] = self.tag_id[t]
-            tgt[j] = torch.from_numpy(square_window(tmap[t], self.size, u))
+            tgt[j] = torch.from_numpy(picture_window(tmap[t], box, shape, u))
         present = set(rec["tags"])
         absent = [t for t in self.vocab if t not in present]
         for j, t in enumerate(rng.sample(absent, min(self.cfg.n_neg, len(absent)))):
             ids[self.cfg.max_pos + j] = self.tag_id[t]
             tgt[self.cfg.max_pos + j] = 0
-        img = square_window(self.images[i], self.size, u).float() / 255.0
+        img = picture_window(self.images[i], box, shape, u).float() / 255.0
         if self.train and rng.random() < 0.5:
             img, tgt = img.flip(-1), tgt.flip(-1)
         x = (img - self.mean) / self.std

@@ -1,0 +1,17 @@
+"""Train a Stage A variant for an experiment: `python scripts/stage_a_variant.py MANIFEST DESC OUT
+'{"align_cfg": {"pool": "lse", "lse_r": 10}, "image_size": 128, "epochs": 14}'` (JSON overrides of
+`train.align.DEFAULTS` and the call's keywords). Used for the ablations in BENCHMARKS.md."""
+import json
+import sys
+
+from gaudi_engine.train import align
+
+manifest, desc, out, overrides = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4] if len(sys.argv) > 4 else "{}")
+kw = {k: overrides.pop(k) for k in ("image_size", "epochs", "batch_size", "lr", "seed", "model_name") if k in overrides}
+if overrides.pop("full_canvas", False):  # experiment: train on the whole canvas (every picture
+    # of the manifest must have the same canvas shape), no square window
+    from gaudi_engine.train.data import TagImageDataset
+
+    TagImageDataset.window = lambda self, i, g: (self.images[i].float() / 255.0, 1.0)
+align.DEFAULTS.update(overrides)
+print(align.train_align(manifest, desc, out, device="cpu", **kw))
