@@ -66,14 +66,44 @@ def _checkpoint_file(ws, p, flag: str) -> Path | None:
     return _required_file(resolve_checkpoint(_in_path(ws, p)), flag)
 
 
+def _pseudo_config(args, ws):
+    """The run's PseudoConfig: the defaults, or `--config FILE`; then the shorthand flags
+    (`--no-affinity`, `--mutual none`, ...); then each `--set key=value`, in that order."""
+    from ..errors import GaudiError
+    from ..pseudo.config import PseudoConfig, apply_settings, check_config, load_config
+
+    if args.reject_quantile is not None and not 0.0 <= args.reject_quantile < 1.0:
+        raise GaudiError(f"--reject-quantile must be in [0, 1), got {args.reject_quantile}")
+    if args.fine_zoom is not None and args.fine_zoom < 1.0:
+        raise GaudiError(f"--fine-zoom must be >= 1 (1 = every tag at the base scale), got {args.fine_zoom}")
+    cfg = load_config(_in_path(ws, args.config)) if args.config else PseudoConfig()
+    shorthands = []  # (key, value) of each flag given
+    if args.cam_mode is not None:
+        shorthands.append(("cam.mode", args.cam_mode))
+    if args.regions is not None:
+        shorthands.append(("regions", None if args.regions == "none" else args.regions))
+    if args.no_affinity:
+        shorthands.append(("affinity", False))
+    if args.no_validators:
+        shorthands.append(("validators.enabled", False))
+    if args.validator_policy is not None:
+        shorthands.append(("validators.policy", args.validator_policy))
+    if args.reject_quantile is not None:
+        shorthands.append(("validators.reject_quantile", args.reject_quantile))
+    if args.fine_zoom is not None:
+        shorthands.append(("fine_zoom", args.fine_zoom))
+    if args.mutual is not None:
+        shorthands.append(("mutual", None if args.mutual == "none" else args.mutual))
+    if args.occluders is not None:
+        shorthands.append(("cut_occluders", args.occluders == "cut"))
+    return check_config(apply_settings(apply_settings(cfg, shorthands), args.set or []))
+
+
 def cmd_pseudolabels(args) -> int:
     from ..cli import workspace_of
     from ..errors import GaudiError
-    from ..pseudo.cam import CamConfig
-    from ..pseudo.config import PseudoConfig
     from ..pseudo.output import merge_index, parse_shard
-    from ..pseudo.run import run_pseudolabels
-    from ..pseudo.validators import ValidatorConfig
+    from ..pseudo.run import run_pseudolabels, write_run_config
 
     _warnings_to_stderr()
     ws = workspace_of(args)
@@ -83,23 +113,17 @@ def cmd_pseudolabels(args) -> int:
     seg = _checkpoint_file(ws, args.segmenter_ckpt, "--segmenter-ckpt")
     out = _out_path(ws, args.out)
     shard = parse_shard(args.shard)
-    if not 0.0 <= args.reject_quantile < 1.0:
-        raise GaudiError(f"--reject-quantile must be in [0, 1), got {args.reject_quantile}")
-    if args.fine_zoom < 1.0:
-        raise GaudiError(f"--fine-zoom must be >= 1 (1 = every tag at the base scale), got {args.fine_zoom}")
+    cfg = _pseudo_config(args, ws)
     if args.workers and args.workers > 1:
-        # each worker is a sub-shard of this shard: contiguous chunks nest exactly
+        # each worker is a sub-shard of this shard (contiguous chunks nest exactly) and reads the
+        # run's settings from its config.json, written here first
+        config_file = write_run_config(out, cfg, manifest, align, seg)
         i, n = shard
         base = ["--workspace", str(ws.root), "pseudolabels", "--manifest", str(manifest),
                 "--align-ckpt", str(align), "--out", str(out), "--device", args.device,
-                "--cam-mode", args.cam_mode, "--regions", args.regions]
+                "--config", str(config_file)]
         base += ["--tag-desc", str(tag_desc)] if tag_desc else []
         base += ["--segmenter-ckpt", str(seg)] if seg else []
-        base += ["--no-affinity"] if args.no_affinity else []
-        base += ["--no-validators"] if args.no_validators else []
-        base += ["--validator-policy", args.validator_policy, "--reject-quantile", str(args.reject_quantile)]
-        base += ["--fine-zoom", str(args.fine_zoom)]
-        base += ["--mutual", args.mutual, "--occluders", args.occluders]
         base += ["--progress-jsonl", args.progress_jsonl] if getattr(args, "progress_jsonl", None) else []
         procs = []
         for j in range(args.workers):
@@ -112,12 +136,6 @@ def cmd_pseudolabels(args) -> int:
         rows = merge_index(out)
         print(f"pseudolabels: {args.workers} workers done; index.parquet has {rows} rows ({ws.rel(out)})")
         return 0
-    cfg = PseudoConfig(cam=CamConfig(mode=args.cam_mode), validators=ValidatorConfig(
-        enabled=not args.no_validators, policy=args.validator_policy, reject_quantile=args.reject_quantile),
-                       affinity=not args.no_affinity, regions=None if args.regions == "none" else args.regions,
-                       fine_zoom=args.fine_zoom,
-                       mutual=None if args.mutual == "none" else args.mutual,
-                       cut_occluders=args.occluders == "cut")
     summary = run_pseudolabels(manifest, tag_desc, align, out, segmenter_ckpt=seg, shard=shard,
                                device=_device(args.device), config=cfg, limit=args.limit)
     print(f"pseudolabels: {summary['processed']} posts labelled, {summary['skipped_done']} already done, "
@@ -211,28 +229,36 @@ def register(add_command) -> None:
     p.add_argument("--shard", help="I/N: do only the I-th of N contiguous parts of the posts")
     p.add_argument("--workers", type=int, default=1, help="run this many shard processes here")
     p.add_argument("--device", default="cpu", help="cpu, cuda, auto (default cpu)")
-    p.add_argument("--cam-mode", default="nesting", choices=["nesting", "all", "background"],
+    p.add_argument("--config", metavar="FILE",
+                   help="the pseudo-labeller's settings: a JSON of PseudoConfig fields (nested objects for "
+                        "cam and validators), or a pseudo-mask run's config.json (redo that run); the "
+                        "flags below and --set apply over it")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="change one setting, e.g. --set validators.reject_quantile=0.2 --set cam.mode=all "
+                        "(dotted keys reach into cam and validators; the value is read as JSON, else as a "
+                        "string); repeatable, applied last. The run's config.json holds the result")
+    p.add_argument("--cam-mode", choices=["nesting", "all", "background"],
                    help="what a tag competes with in the CAM softmax (default nesting)")
-    p.add_argument("--regions", default="felzenszwalb", choices=["slic", "felzenszwalb", "none"],
+    p.add_argument("--regions", choices=["slic", "felzenszwalb", "none"],
                    help="superpixels the CAM is averaged over (default felzenszwalb)")
     p.add_argument("--no-affinity", action="store_true", help="skip affinity refinement (ablation)")
     p.add_argument("--no-validators", action="store_true", help="accept every non-empty mask (ablation)")
-    p.add_argument("--validator-policy", default="relative", choices=["relative", "absolute"],
+    p.add_argument("--validator-policy", choices=["relative", "absolute"],
                    help="relative (default): reject the bottom --reject-quantile of each tag's validator "
                         "quality, calibrated on the first posts; absolute: a fixed threshold per check")
-    p.add_argument("--reject-quantile", type=float, default=0.1,
+    p.add_argument("--reject-quantile", type=float,
                    help="relative policy: share of each tag's masks to reject (default 0.1)")
-    p.add_argument("--fine-zoom", type=float, default=2.0,
+    p.add_argument("--fine-zoom", type=float,
                    help="small things (median mask under 12%% of the image on the first posts) are "
                         "mapped on the image enlarged this much; 1 = every tag at the base scale "
                         "(default 2)")
-    p.add_argument("--mutual", choices=["appearance", "none"], default="appearance",
+    p.add_argument("--mutual", choices=["appearance", "none"],
                    help="tags that imply each other (ocean/beach: >= 90%% co-occurrence both ways): "
                         "appearance (default) splits the pixels either mask claims into two colour "
                         "clusters and gives each to the tag whose look it matches, the looks oriented "
                         "by the posts that show the broad tag alone (ocean without beach); none leaves "
                         "both alone")
-    p.add_argument("--occluders", choices=["cut", "join"], default="cut",
+    p.add_argument("--occluders", choices=["cut", "join"],
                    help="a thing nested in stuff on the first posts (a cloud in the sky, a tree on the "
                         "grass; stuff: a tag whose masks typically span >= 90%% of the image's width) "
                         "stands in front of it: cut "

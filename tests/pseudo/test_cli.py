@@ -118,3 +118,30 @@ def test_infer_batch_json_and_masks(setup, run_gaudi, tmp_path):
     assert "unknown_tag" in err and "warning" in err
     res = json.loads((tmp_path / "one.json").read_text())
     assert [t["tag"] for t in res["tags"]] == ["sky", "unknown_tag"]
+
+
+def test_config_file_and_set_reach_the_run_and_its_workers(setup, run_gaudi, tmp_path):
+    """`--config FILE` then the shorthand flags then `--set`; the run's config.json holds the whole
+    effective config, shard workers read it from there (they get no flag of it), and a bad key is
+    one clear line."""
+    root, info = setup
+    base = ["--workspace", tmp_path, "pseudolabels", "--manifest", info["manifest"], "--tag-desc",
+            info["tag_descriptions"], "--align-ckpt", root / "align.pt"]
+    knobs = tmp_path / "knobs.json"
+    knobs.write_text(json.dumps({"cam": {"mode": "all"}, "validators": {"reject_quantile": 0.3}, "aff_iters": 2}))
+    rc, _, err = run_gaudi(*base, "--out", tmp_path / "w", "--workers", "2", "--config", knobs, "--no-affinity",
+                           "--set", "validators.reject_quantile=0.2", "--set", "stuff_span=0.8")
+    assert rc == 0, err
+    run = json.loads((tmp_path / "w" / "config.json").read_text())
+    from gaudi_engine.pseudo.config import PseudoConfig, load_config
+
+    expected = PseudoConfig(aff_iters=2, affinity=False, stuff_span=0.8)
+    expected.cam.mode, expected.validators.reject_quantile = "all", 0.2
+    assert run["pseudo"] == json.loads(json.dumps(expected.to_dict()))
+    assert run["round"] == 1 and "parts" in run  # written last by a worker, from the file it read
+    assert load_config(tmp_path / "w" / "config.json") == expected  # the run can be redone from it
+    assert (tmp_path / "w" / "parts" / "shard-0-of-2.jsonl").exists() and (tmp_path / "w" / "structure.json").exists()
+    rc, _, err = run_gaudi(*base, "--out", tmp_path / "o", "--set", "validators.nope=1")
+    _one_line_error(rc, err, "validators.nope", "unknown setting")
+    rc, _, err = run_gaudi(*base, "--out", tmp_path / "o", "--set", "aff_iters=many")
+    _one_line_error(rc, err, "aff_iters")
