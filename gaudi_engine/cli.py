@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "description_commands",
     "align_commands",
     "learning_commands",
+    "pseudo_export_commands",
     "bench_commands",
     "demo_commands",
     "token_commands",

@@ -1,5 +1,5 @@
 """Read-only views of a workspace's runs for the studio (no UI code): runs and checkpoints,
-pseudo-mask runs and their masks, and the export of accepted pseudo-masks as PNGs + COCO JSON.
+pseudo-mask runs and their masks (their exports: gaudi_engine/pseudo/export.py).
 """
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import csv
 import json
 import re
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -146,54 +145,3 @@ def pseudo_masks(index, post_id: int) -> tuple[dict[str, np.ndarray], dict[str, 
         else:
             rejected[r["tag"]] = m
     return accepted, rejected
-
-
-def export_accepted(run_dir: Path, ws: Workspace, out_dir: Path | None = None) -> dict[str, Any]:
-    """Accepted masks of a pseudo-mask run as a zip of PNGs (`<post_id>/<tag>.png`) and a COCO
-    JSON with RLE segmentations. Returns {"zip", "coco", "images", "annotations"}."""
-    from PIL import Image
-
-    from . import rle
-
-    from io import BytesIO
-
-    from .pseudo.index import PseudoMaskIndex
-
-    index = PseudoMaskIndex(run_dir)
-    rows = index.query(accepted=True)
-    out_dir = out_dir or run_dir / "export"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    images_by_post = manifest_images(ws)
-    coco: dict[str, Any] = {"info": {"description": f"GaUDI accepted pseudo-masks, {run_dir.name}"},
-                            "images": [], "annotations": [], "categories": []}
-    cat_ids: dict[str, int] = {}
-    seen_images: set[int] = set()
-    zip_path = out_dir / f"{run_dir.name}_masks.zip"
-    with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for r in rows.to_dict("records"):
-            post_id, tag = int(r["post_id"]), str(r["tag"])
-            mask = _read_mask(run_dir / r["mask_path"])
-            if mask is None:
-                continue
-            h, w = mask.shape
-            if post_id not in seen_images:
-                seen_images.add(post_id)
-                img = images_by_post.get(post_id)
-                coco["images"].append({"id": post_id, "width": w, "height": h,
-                                       "file_name": ws.rel(img) if img else str(post_id)})
-            if tag not in cat_ids:
-                cat_ids[tag] = len(cat_ids) + 1
-                coco["categories"].append({"id": cat_ids[tag], "name": tag})
-            coco["annotations"].append({
-                "id": len(coco["annotations"]) + 1, "image_id": post_id, "category_id": cat_ids[tag],
-                "segmentation": rle.encode(mask), "area": int(mask.sum()), "bbox": rle.bbox(mask),
-                "iscrowd": 1,
-            })
-            bio = BytesIO()
-            Image.fromarray(mask.astype(np.uint8) * 255).save(bio, format="PNG")
-            zf.writestr(f"{post_id}/{Path(r['mask_path']).name}", bio.getvalue())
-    index.close()
-    coco_path = out_dir / f"{run_dir.name}_coco.json"
-    coco_path.write_text(json.dumps(coco), encoding="utf-8")
-    return {"zip": zip_path, "coco": coco_path, "images": len(coco["images"]),
-            "annotations": len(coco["annotations"])}

@@ -15,6 +15,11 @@ from ..state import StudioState, current_tab, guard
 SCORE_FIELDS = ["quality", "consistency_iou", "deletion_drop", "insertion_keep", "cam_score", "prob",
                 "margin", "area"]
 STATUS = ["all", "accepted", "rejected"]
+GALLERY_CAP = 120
+SCORE_TABLE = ["tag", "accepted", "reason", "quality", "consistency_iou", "deletion_drop", "insertion_keep",
+               "cam_score", "prob", "area"]
+EXPORT_FORMATS = [("PNG masks", "png"), ("soft maps", "scores"), ("COCO RLE", "coco"),
+                  ("CVAT seg. mask", "cvat"), ("FiftyOne", "fiftyone")]
 PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
            "#fabed4", "#469990", "#dcbeff", "#9a6324", "#800000", "#aaffc3", "#808000", "#000075"]
 
@@ -55,7 +60,7 @@ def image_of(state: StudioState, post_id: int, manifest: dict | None = None):
     return path
 
 
-def gallery_for(state: StudioState, df: pd.DataFrame, limit: int = 120) -> tuple[list, list[int]]:
+def gallery_for(state: StudioState, df: pd.DataFrame, limit: int = GALLERY_CAP) -> tuple[list, list[int]]:
     from gaudi_engine.studio_views import manifest_images
 
     if df.empty:
@@ -72,6 +77,16 @@ def gallery_for(state: StudioState, df: pd.DataFrame, limit: int = 120) -> tuple
         if len(ids) >= limit:
             break
     return items, ids
+
+
+def summary_line(df: pd.DataFrame, shown: int) -> str:
+    """What the filter matches (not what the gallery shows): images, masks, verdicts."""
+    n_images = int(df["post_id"].nunique()) if not df.empty else 0
+    n_acc = int(df["accepted"].sum()) if not df.empty else 0
+    text = (f"{n_images:,} image(s), {len(df):,} mask(s): {n_acc:,} accepted, {len(df) - n_acc:,} rejected")
+    if shown < n_images:
+        text += f" · the gallery shows the first {shown:,} (narrow the filter to see others)"
+    return text
 
 
 def image_view(state: StudioState, run: str, post_id: int, shown_tags, opacity: float):
@@ -97,10 +112,8 @@ def image_view(state: StudioState, run: str, post_id: int, shown_tags, opacity: 
                 out.append((m.astype(np.float32) * float(opacity), tag))
         return out
 
-    cols = ["tag", "accepted", "reason", "quality", "consistency_iou", "deletion_drop", "insertion_keep",
-            "cam_score", "prob", "area"]
     scores = pd.DataFrame(index.scores(int(post_id)))
-    scores = scores[[c for c in cols if c in scores.columns]].round(3)
+    scores = scores[[c for c in SCORE_TABLE if c in scores.columns]].round(3)
     index.close()
     return (img, anns(accepted, shown)), (img, anns(rejected, set(rejected))), scores, sorted(accepted)
 
@@ -121,11 +134,14 @@ def build(state: StudioState) -> None:
         hi = gr.Slider(0, 1, value=1, step=0.01, label="max", scale=2)
     with gr.Row():
         with gr.Column(scale=2):
-            gallery = gr.Gallery([], label="Images", columns=5, height=560, object_fit="contain",
+            # columns: as many as fit (studio.css), this is only Gradio's starting value
+            gallery = gr.Gallery([], label="Images", columns=4, height=560, object_fit="contain",
                                  allow_preview=False, elem_id="pm-gallery")
             summary = gr.Markdown("", elem_id="pm-summary")
-            with gr.Row():
-                export = gr.Button("Export accepted masks (PNG zip + COCO JSON)", size="sm")
+            formats = gr.CheckboxGroup(EXPORT_FORMATS, value=[v for _, v in EXPORT_FORMATS],
+                                       label="Export formats (accepted masks of the tag filter, or all)",
+                                       elem_id="pm-formats")
+            export = gr.Button("Export accepted masks", size="sm", elem_id="pm-export")
             files = gr.File(label="Exports", file_count="multiple", interactive=False, visible=False,
                             elem_id="pm-files")
         with gr.Column(scale=3):
@@ -137,7 +153,11 @@ def build(state: StudioState) -> None:
             opacity = gr.Slider(0.1, 1.0, value=0.55, step=0.05, label="Opacity")
             overlay = gr.AnnotatedImage(label="Accepted masks", height=380, elem_id="pm-overlay")
             rejected = gr.AnnotatedImage(label="Rejected masks and parts", height=240, elem_id="pm-rejected")
-    scores = gr.Dataframe(label="Validator scores of this image", interactive=False, elem_id="pm-scores")
+            one = gr.Button("Download this image's masks + soft maps", size="sm", elem_id="pm-download",
+                            interactive=False)
+            one_file = gr.File(label="This image", interactive=False, visible=False, elem_id="pm-image-files")
+    scores = gr.Dataframe(pd.DataFrame(columns=SCORE_TABLE), label="Validator scores of this image",
+                          interactive=False, elem_id="pm-scores")
     ids = gr.State([])
     pos = gr.State(-1)
     filters = [run, tag, status, field, lo, hi]
@@ -148,8 +168,7 @@ def build(state: StudioState) -> None:
             return [], [], -1, "No pseudo-mask run yet: run *Pseudo-labels v1* in the Train tab.", gr.skip()
         df = filtered_rows(state, r, t, s, f, a, b)
         items, post_ids = gallery_for(state, df)
-        n_acc = int(df["accepted"].sum()) if not df.empty else 0
-        text = f"{len(post_ids)} image(s), {len(df)} mask(s): {n_acc} accepted, {len(df) - n_acc} rejected"
+        text = summary_line(df, len(post_ids))
         idx = _index(state, r)
         tags = [str(row["tag"]) for row in idx.tags()]
         idx.close()
@@ -164,15 +183,16 @@ def build(state: StudioState) -> None:
     @guard
     def show(r, post_ids, i, shown, op, reset_toggles=True):
         if not post_ids or i < 0:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), i
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), i, gr.skip(), gr.skip()
         i = i % len(post_ids)
         acc, rej, sc, tags = image_view(state, r, post_ids[i], None if reset_toggles else shown, op)
         cmap = color_map(set(tags) | {t for _, t in rej[1]})
         tog = gr.update(choices=tags, value=tags) if reset_toggles else gr.skip()
         return (gr.update(value=acc, color_map=cmap), gr.update(value=rej, color_map=cmap), sc, tog,
-                f"**#{post_ids[i]}** ({i + 1}/{len(post_ids)})", i)
+                f"**#{post_ids[i]}** ({i + 1}/{len(post_ids)})", i, gr.update(interactive=True),
+                gr.update(value=None, visible=False))
 
-    outs = [overlay, rejected, scores, toggles, title, pos]
+    outs = [overlay, rejected, scores, toggles, title, pos, one, one_file]
 
     def on_select(evt: gr.SelectData, r, post_ids, shown, op):
         return show(r, post_ids, evt.index, shown, op)
@@ -190,22 +210,38 @@ def build(state: StudioState) -> None:
     refresh.click(on_refresh, None, run)
 
     @guard
-    def on_export(r):
-        from gaudi_engine.studio_views import export_accepted
+    def on_export(r, t, fmts):
+        from gaudi_engine.pseudo.export import export_run
 
         if not r:
             raise GaudiError("pick a pseudo-mask run first")
-        out = export_accepted(state.ws.runs_dir / r, state.ws)
-        gr.Info(f"exported {out['annotations']} masks of {out['images']} images")
-        return gr.update(value=[str(out["zip"]), str(out["coco"])], visible=True)
+        if not fmts:
+            raise GaudiError("tick at least one export format")
+        out = export_run(state.ws.runs_dir / r, state.ws, formats=fmts, tag=t or None)
+        gr.Info(f"exported {out['annotations']} masks of {out['images']} images"
+                + (f" (tag {t})" if t else ""))
+        return gr.update(value=[str(p) for p in out["files"].values()], visible=True)
 
-    export.click(on_export, run, files)
+    export.click(on_export, [run, tag, formats], files)
 
     @guard
-    def on_show(current):
+    def on_download_one(r, post_ids, i):
+        from gaudi_engine.pseudo.export import export_post
+
+        if not r or not post_ids or i < 0:
+            raise GaudiError("pick an image first")
+        post_id = post_ids[i % len(post_ids)]
+        out = export_post(state.ws.runs_dir / r, post_id,
+                          state.ws.runs_dir / r / "export" / "images" / f"{r}_{post_id}.zip")
+        return gr.update(value=str(out), visible=True)
+
+    one.click(on_download_one, [run, ids, pos], one_file)
+
+    @guard
+    def on_show(current, t, s, f, a, b):
         # runs appear while the studio is open (Train tab): look again whenever the tab is shown
         found = pseudomask_runs(state.ws)
         r = current if current in found else (found[0] if found else None)
-        return (gr.update(choices=found, value=r),) + tuple(on_filter(r, None, "all", "quality", 0, 1))
+        return (gr.update(choices=found, value=r),) + tuple(on_filter(r, t, s, f, a, b))
 
-    current_tab().select(on_show, run, [run, gallery, ids, pos, summary, tag])
+    current_tab().select(on_show, filters, [run, gallery, ids, pos, summary, tag])
