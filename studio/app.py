@@ -2,6 +2,7 @@
 workspace and assets/)."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import gradio as gr
@@ -56,8 +57,21 @@ def ensure_samples(n: int = 4) -> list[Path]:
     return sorted(out.glob("*.png"))
 
 
+def log_to_console() -> None:
+    """The studio's own log (gaudi.studio: a user's error as one line, an unexpected one with its
+    traceback) on the console, at info level."""
+    log = logging.getLogger("gaudi.studio")
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
 def launch(state: StudioState, host: str = "127.0.0.1", port: int = 7860,
            auth: tuple[str, str] | None = None, block: bool = True):
+    log_to_console()
     app = build_app(state)
     app.queue(default_concurrency_limit=4)
     css = (ASSETS / "studio.css").read_text(encoding="utf-8") if (ASSETS / "studio.css").exists() else None

@@ -47,7 +47,8 @@ def error_message(exc: BaseException) -> str:
 
 
 def guard(fn: Callable) -> Callable:
-    """Wrap an event handler: engine errors become a `gr.Error` toast with one line."""
+    """Wrap an event handler: engine errors become a `gr.Error` toast with one line (Gradio
+    would print each one's traceback to the console: expected errors are logged as one line)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -55,11 +56,12 @@ def guard(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except gr.Error:
             raise
-        except GaudiError as exc:
-            raise gr.Error(error_message(exc)) from None
-        except Exception as exc:  # unexpected: keep the traceback in the server log
+        except GaudiError as exc:  # the user's to fix: one line in the log, no traceback
+            log.info("%s: %s", getattr(fn, "__name__", fn), error_message(exc))
+            raise gr.Error(error_message(exc), print_exception=False) from None
+        except Exception as exc:  # unexpected: the traceback once, in the server log
             log.exception("studio handler %s failed", getattr(fn, "__name__", fn))
-            raise gr.Error(error_message(exc)) from None
+            raise gr.Error(error_message(exc), print_exception=False) from None
 
     return wrapper
 

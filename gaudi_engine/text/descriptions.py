@@ -65,16 +65,20 @@ def set_descriptions(cat: Catalogue, tag: str, texts: Iterable[str], source: str
     return len(texts)
 
 
-def add_many(cat: Catalogue, texts_by_tag: dict[str, Iterable[str]], source: str) -> dict[str, int]:
+def add_many(cat: Catalogue, texts_by_tag: dict[str, Iterable[str]], source: str,
+             replace_user: bool = False) -> dict[str, int]:
     """Automatic fill (`wiki`/`llm`) of many tags in one transaction. A tag with any user
-    description is skipped; otherwise the tag's earlier rows from `source` are replaced by the
-    new texts and rows from other automatic sources are kept. Returns counts."""
+    description is skipped (`replace_user`: its user descriptions are dropped instead, counted in
+    `replaced_user`); otherwise the tag's earlier rows from `source` are replaced by the new texts
+    and rows from other automatic sources are kept. Returns counts."""
     _check_source(source)
     if source == "user":
         raise GaudiError("user descriptions are set with set_descriptions, not added")
     wanted = {t.strip(): _clean(v) for t, v in texts_by_tag.items() if t.strip()}
     wanted = {t: v for t, v in wanted.items() if v}
     stats = {"tags": 0, "added": 0, "skipped_user": 0}
+    if replace_user:
+        stats["replaced_user"] = 0
     if not wanted:
         return stats
     with cat.transaction() as cur:
@@ -89,9 +93,11 @@ def add_many(cat: Catalogue, texts_by_tag: dict[str, Iterable[str]], source: str
         for tag, texts in wanted.items():
             rows = current.get(tag, [])
             if any(src == "user" for _, src in rows):
-                stats["skipped_user"] += 1
-                continue
-            kept = [(t, s) for t, s in rows if s != source]
+                if not replace_user:
+                    stats["skipped_user"] += 1
+                    continue
+                stats["replaced_user"] += 1
+            kept = [(t, s) for t, s in rows if s not in (source, "user")]
             seen = {t for t, _ in kept}
             new = [(t, source) for t in texts if t not in seen]
             updates[tag] = kept + new
@@ -101,9 +107,11 @@ def add_many(cat: Catalogue, texts_by_tag: dict[str, Iterable[str]], source: str
     return stats
 
 
-def add_descriptions(cat: Catalogue, tag: str, texts: Iterable[str], source: str) -> int:
-    """`add_many` for one tag; returns the number of descriptions added (0 if the user owns it)."""
-    return add_many(cat, {tag: texts}, source)["added"]
+def add_descriptions(cat: Catalogue, tag: str, texts: Iterable[str], source: str,
+                     replace_user: bool = False) -> int:
+    """`add_many` for one tag; returns the number of descriptions added (0 if the user owns it,
+    unless `replace_user`)."""
+    return add_many(cat, {tag: texts}, source, replace_user=replace_user)["added"]
 
 
 def import_json(cat: Catalogue, path: str | Path) -> dict[str, int]:
@@ -148,9 +156,9 @@ def export_json(cat: Catalogue, path: str | Path) -> int:
     return len(data)
 
 
-def fill_from_wiki(cat: Catalogue, sentences: int = 2) -> dict[str, int]:
+def fill_from_wiki(cat: Catalogue, sentences: int = 2, replace_user: bool = False) -> dict[str, int]:
     """A default description (the wiki's first sentences) for every general tag with a wiki
-    page; tags with user descriptions are left alone."""
+    page; tags with user descriptions are left alone (`replace_user`: replaced by the wiki's)."""
     rows = cat.fetchall(
         "SELECT w.title, w.plain FROM wiki_pages w "
         "WHERE coalesce(w.plain, '') <> '' AND NOT w.is_deleted AND ("
@@ -161,7 +169,7 @@ def fill_from_wiki(cat: Catalogue, sentences: int = 2) -> dict[str, int]:
         desc = first_sentences(plain, sentences)
         if desc:
             texts[title] = [desc]
-    stats = add_many(cat, texts, "wiki")
+    stats = add_many(cat, texts, "wiki", replace_user=replace_user)
     stats["pages"] = len(rows)
     return stats
 

@@ -88,9 +88,10 @@ def _wiki_rows(cat, tags: list[str] | None) -> dict[str, str]:
 
 
 def suggest_descriptions(cat, tags: list[str] | None = None, provider: str | Provider | None = None,
-                         model: str | None = None, concurrency: int = 4) -> dict:
+                         model: str | None = None, concurrency: int = 4, replace_user: bool = False) -> dict:
     """Suggest and store descriptions. `tags=None` means every general tag with a wiki page and no
-    descriptions of the user's or an LLM's yet. Returns a summary the CLI and the studio show:
+    descriptions of the user's or an LLM's yet. A tag with user descriptions is skipped unless
+    `replace_user` (then the suggestions replace them). Returns a summary the CLI and the studio show:
     `{provider, model, note, stored: {tag: [texts]}, skipped_user, no_wiki, failed: {tag: msg},
     usage}`."""
     from . import descriptions as store
@@ -114,7 +115,7 @@ def suggest_descriptions(cat, tags: list[str] | None = None, provider: str | Pro
         todo = tags
     else:
         todo = [t for t in wiki if not ({"user", "llm"} & set((owners.get(t) or "").split(",")))]
-    skipped_user = [t for t in todo if "user" in (owners.get(t) or "").split(",")]
+    skipped_user = [] if replace_user else [t for t in todo if "user" in (owners.get(t) or "").split(",")]
     no_wiki = [t for t in todo if t not in skipped_user and not wiki.get(t)]
     work = [t for t in todo if t not in skipped_user and wiki.get(t)]
 
@@ -143,7 +144,7 @@ def suggest_descriptions(cat, tags: list[str] | None = None, provider: str | Pro
 
     stored: dict[str, list[str]] = {}
     for tag, texts in answers.items():  # written here, on the caller's thread and cursor
-        store.add_descriptions(cat, tag, texts, source="llm")
+        store.add_descriptions(cat, tag, texts, source="llm", replace_user=replace_user)
         stored[tag] = texts
     return {"provider": prov.name, "model": prov.model, "note": note, "stored": stored,
             "skipped_user": skipped_user, "no_wiki": no_wiki, "failed": failed, "usage": usage}

@@ -28,6 +28,13 @@ def _descriptions_of(state: StudioState, tag: str) -> list[str]:
     return load_descriptions(state.cat).get(tag, [])
 
 
+def _sources_of(state: StudioState, tag: str) -> set[str]:
+    from gaudi_engine.text.descriptions import general_tags_table
+
+    rows = [r for r in general_tags_table(state.cat, search=tag) if r["tag"] == tag]
+    return set((rows[0]["source"] or "").split(",")) if rows else set()
+
+
 def build(state: StudioState) -> None:
     with gr.Row():
         with gr.Column(scale=3):
@@ -42,11 +49,13 @@ def build(state: StudioState) -> None:
             texts = gr.Textbox(label="Descriptions (one per line)", lines=6, elem_id="desc-texts")
             with gr.Row():
                 save = gr.Button("Save", variant="primary", elem_id="desc-save")
-                suggest = gr.Button("Suggest with LLM")
+                suggest = gr.Button("Suggest with LLM", elem_id="desc-suggest")
+            replace = gr.Checkbox(False, label="Replace my descriptions too (Suggest / Fill from wiki keep "
+                                  "user-written ones unless this is ticked)", elem_id="desc-replace")
             status = gr.Markdown("", elem_id="desc-status")
             with gr.Accordion("Bulk", open=True):
                 with gr.Row():
-                    wiki = gr.Button("Fill from wiki", size="sm")
+                    wiki = gr.Button("Fill from wiki", size="sm", elem_id="desc-wiki")
                     export = gr.Button("Export JSON", size="sm")
                 upload = gr.File(label="Import JSON {tag: [description, ...]}", file_types=[".json"],
                                  type="filepath")
@@ -87,13 +96,13 @@ def build(state: StudioState) -> None:
     save.click(on_save, [tag, texts, search, order], [status, table])
 
     @guard
-    def on_wiki(s, o):
+    def on_wiki(s, o, rep):
         from gaudi_engine.text.descriptions import fill_from_wiki
 
-        stats = fill_from_wiki(state.cat)
-        return f"Filled from wiki: {_stats(stats)}.", tags_frame(state, s, o)
+        stats = fill_from_wiki(state.cat, replace_user=bool(rep))
+        return wiki_message(stats), tags_frame(state, s, o)
 
-    wiki.click(on_wiki, [search, order], [status, table])
+    wiki.click(on_wiki, [search, order, replace], [status, table])
 
     @guard
     def on_export():
@@ -118,28 +127,65 @@ def build(state: StudioState) -> None:
     upload.upload(on_import, [upload, search, order], [status, table])
 
     @guard
-    def on_suggest(name: str, s: str, o: str):
+    def on_suggest(name: str, s: str, o: str, rep: bool):
         try:
             from gaudi_engine.text.suggest import suggest_descriptions
         except ImportError:
             raise GaudiError("LLM suggestions are not available in this installation") from None
         name = name.strip()
         if not name:
-            raise GaudiError("pick a tag first")
+            raise GaudiError("pick a tag first (click a row or type its name)")
         # provider: OpenAI-compatible when OPENAI_API_KEY is set, else the offline heuristic
-        out = suggest_descriptions(state.cat, [name], None)
-        got = out.get("stored", {}).get(name, [])
-        why = out.get("failed", {}).get(name) or ("the tag has user descriptions (kept)" if name in
-                                                 out.get("skipped_user", []) else
-                                                 "no wiki page to work from" if name in out.get("no_wiki", []) else "")
-        msg = f"{out.get('provider', 'LLM')} suggested {len(got)} description(s) for **{name}**."
-        if why:
-            msg += f" ({why})"
-        if out.get("note"):
-            msg += f"  \n{out['note']}"
-        return "\n".join(_descriptions_of(state, name)), msg, tags_frame(state, s, o)
+        had_user = bool(rep) and "user" in _sources_of(state, name)
+        out = suggest_descriptions(state.cat, [name], None, replace_user=bool(rep))
+        return "\n".join(_descriptions_of(state, name)), suggest_message(name, out, had_user), \
+            tags_frame(state, s, o)
 
-    suggest.click(on_suggest, [tag, search, order], [texts, status, table])
+    suggest.click(on_suggest, [tag, search, order, replace], [texts, status, table])
+
+
+REPLACE_HINT = "tick **Replace my descriptions too** and click again to replace them"
+
+
+def wiki_message(stats: dict) -> str:
+    """What "Fill from wiki" did, and what to do when it could do nothing."""
+    pages, tags, added = stats.get("pages", 0), stats.get("tags", 0), stats.get("added", 0)
+    kept, replaced = stats.get("skipped_user", 0), stats.get("replaced_user", 0)
+    if not pages:
+        return ("Nothing filled: the catalogue has no wiki pages of these tags yet. Run **Sync wiki** in "
+                "the Sync tab, then *Fill from wiki* again.")
+    if not tags:
+        return (f"Nothing changed: all {kept} tag(s) with a wiki page have your own descriptions, which "
+                f"are kept; {REPLACE_HINT} with the wiki's first sentences.")
+    msg = f"Filled {tags} tag(s) from {pages} wiki page(s): {added} new description(s)"
+    if not added:
+        msg += " (the wiki's text was already in)"
+    if replaced:
+        msg += f"; your descriptions of {replaced} tag(s) replaced"
+    if kept:
+        msg += f"; {kept} tag(s) kept your descriptions ({REPLACE_HINT})"
+    return msg + "."
+
+
+def suggest_message(name: str, out: dict, replaced: bool) -> str:
+    """What "Suggest with LLM" did for one tag."""
+    who = out.get("provider") or "LLM"
+    if out.get("model"):
+        who += f" ({out['model']})"
+    got = out.get("stored", {}).get(name, [])
+    if name in out.get("skipped_user", []):
+        msg = f"Nothing changed: **{name}** has your own descriptions, which are kept; {REPLACE_HINT}."
+    elif name in out.get("no_wiki", []):
+        msg = (f"No suggestion for **{name}**: it has no wiki page to work from (run **Sync wiki** in "
+               f"the Sync tab).")
+    elif name in out.get("failed", {}):
+        msg = f"{who} failed for **{name}**: {out['failed'][name]}"
+    else:
+        msg = f"{who} suggested {len(got)} description(s) for **{name}**" + \
+            (" and replaced yours." if replaced else ".")
+    if out.get("note"):
+        msg += f"  \n{out['note']}"
+    return msg
 
 
 def _stats(stats) -> str:

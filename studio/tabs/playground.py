@@ -80,7 +80,24 @@ def run_inference(state: StudioState, image, tags, align=None, seg=None, thresho
     pred = predictor(state, align, seg)
     with state.predict_lock:  # torch on 2 cores: one inference at a time
         result = pred.predict(img, tags, threshold=float(threshold))
+    model = result.get("model") or {}
+    for key in ("align_ckpt", "segmenter_ckpt"):  # no server paths in results: workspace-relative
+        if model.get(key):
+            model[key] = state.ws.rel(model[key])
     return img, pred, result
+
+
+def samples() -> list[list]:
+    """Playground samples (assets/samples/NAME.png) with their tags (NAME.txt beside)."""
+    out = []
+    for png in sorted((Path(__file__).resolve().parents[2] / "assets" / "samples").glob("*.png")):
+        txt = png.with_suffix(".txt")
+        tags = parse_tags(txt.read_text(encoding="utf-8")) if txt.exists() else []
+        out.append([str(png), tags])
+    return out
+
+
+NO_CHECKPOINT = "No Stage A checkpoint yet: train one in the Train tab (Stage A or Run all), then come back."
 
 
 def save_outputs(state: StudioState, img, result: dict) -> tuple[Path, Path]:
@@ -118,10 +135,13 @@ def build(state: StudioState) -> None:
                 seg = gr.Dropdown(segs, value=segs[1] if len(segs) > 1 else NONE, label="Segmenter checkpoint",
                                   allow_custom_value=True)
             threshold = gr.Slider(0.05, 0.95, value=0.5, step=0.05, label="Threshold")
-            run = gr.Button("Segment", variant="primary", elem_id="pg-run")
-            samples = sorted(str(p) for p in (Path(__file__).resolve().parents[2] / "assets" / "samples").glob("*.png"))
-            if samples:
-                gr.Examples([[s] for s in samples], inputs=[image], label="Samples (SynthBooru)")
+            # Segment waits for a checkpoint (picked, or trained while the studio is open)
+            run = gr.Button("Segment", variant="primary", elem_id="pg-run", interactive=bool(aligns))
+            hint = gr.Markdown("" if aligns else NO_CHECKPOINT, elem_id="pg-hint")
+            examples = samples()
+            if examples:
+                gr.Examples(examples, inputs=[image, tags], label="Samples (SynthBooru, with their tags)",
+                            elem_id="pg-samples")
         with gr.Column(scale=3):
             overlay = gr.AnnotatedImage(label="Masks", height=420, elem_id="pg-overlay")
             table = gr.Dataframe(pd.DataFrame(columns=["tag", "score", "area"]), label="Per tag",
@@ -145,7 +165,7 @@ def build(state: StudioState) -> None:
     # API only: gradio_client.predict(handle_file(path), "tag1 tag2", api_name="/infer")
     api_image = gr.Image(type="pil", visible=False)
     api_tags = gr.Textbox(visible=False)
-    api_overlay = gr.Image(type="pil", visible=False)
+    api_overlay = gr.Image(type="pil", format="png", visible=False)  # the client gets a PNG file
     api_json = gr.JSON(visible=False)
     api_btn = gr.Button(visible=False)
 
@@ -161,6 +181,10 @@ def build(state: StudioState) -> None:
         a = cur_a if cur_a in a_list else (a_list[0] if a_list else None)
         s = cur_s if cur_s in s_list and cur_s != NONE else (s_list[1] if len(s_list) > 1 else NONE)
         return (gr.update(choices=a_list, value=a), gr.update(choices=s_list, value=s),
-                gr.update(choices=vocabulary(state)))
+                gr.update(choices=vocabulary(state))) + ready(a)
 
-    current_tab().select(on_show, [align, seg], [align, seg, tags])
+    def ready(a) -> tuple:
+        return gr.update(interactive=bool(a)), ("" if a else NO_CHECKPOINT)
+
+    current_tab().select(on_show, [align, seg], [align, seg, tags, run, hint])
+    align.input(ready, align, [run, hint])  # a checkpoint path typed in

@@ -90,6 +90,9 @@ def build(state: StudioState) -> None:
             gallery = gr.Gallery(lambda: gallery_items(state), label="Latest posts (general tags)", columns=6,
                                  height=520, object_fit="contain", elem_id="sync-gallery")
     seen = gr.State("")  # last counts shown to this page: refresh the grid only when they change
+    # the task this page started or saw running: only its outcome is this page's to show (a new
+    # visitor is not greeted by the last visitor's "sync failed")
+    watched = gr.State(None)
     timer = gr.Timer(1.0)
 
     def on_source(src: str):
@@ -126,6 +129,7 @@ def build(state: StudioState) -> None:
 
             state.task.start(f"sync from {src}", run)
         gr.Info(f"{state.task.name} started")
+        return state.task.started
 
     def on_stop():
         if state.task.stop():
@@ -142,24 +146,35 @@ def build(state: StudioState) -> None:
         client = _client(state, src, url)
         fn = sync_mod.sync_tags if what == "tags" else sync_mod.sync_wiki
         state.task.start(f"sync {what}", lambda: ", ".join(f"{k} {v}" for k, v in fn(state.cat, client).items()))
+        return state.task.started
 
-    def tick(last: str):
+    def tick(last: str, mine):
         t = state.task
+        if t.status == "running":
+            mine = t.started
+        shown = t.status if t.status == "running" or (mine is not None and mine == t.started) else "idle"
         view = t.progress()
-        text = (f"{t.name}: {view.stage} {view.done}/{view.total or '?'}" if t.status == "running"
-                else t.name or "idle")
-        bar_html = progress_html(view.fraction if t.status != "idle" else 0, text, t.status)
-        msg = {"idle": "", "running": f"**{t.name}** running…", "done": f"**{t.name}** done. {t.message}",
-               "failed": f"⚠️ **{t.name} failed:** {t.message}",
-               "cancelled": f"**{t.name}** stopped."}.get(t.status, "")
+        text = (f"{t.name}: {view.stage} {view.done}/{view.total or '?'}" if shown == "running"
+                else t.name if shown != "idle" else "idle")
+        bar_html = progress_html(view.fraction if shown != "idle" else 0, text, shown)
+        msg = status_line(t.name, shown, t.message, t.result)
         table = counts_table(state)
         key = table.to_json()
         if key == last:
-            return bar_html, msg, gr.skip(), gr.skip(), last
-        return bar_html, msg, table, gallery_items(state), key
+            return bar_html, msg, gr.skip(), gr.skip(), last, mine
+        return bar_html, msg, table, gallery_items(state), key, mine
 
-    start.click(on_start, [source, base_url, folder, query, rating, limit, workers], None)
+    start.click(on_start, [source, base_url, folder, query, rating, limit, workers], watched)
     stop.click(on_stop, None, None)
-    tags_btn.click(lambda s, u: on_meta("tags", s, u), [source, base_url], None)
-    wiki_btn.click(lambda s, u: on_meta("wiki", s, u), [source, base_url], None)
-    timer.tick(tick, seen, [bar, status, counts, gallery, seen], show_progress="hidden")
+    tags_btn.click(lambda s, u: on_meta("tags", s, u), [source, base_url], watched)
+    wiki_btn.click(lambda s, u: on_meta("wiki", s, u), [source, base_url], watched)
+    timer.tick(tick, [seen, watched], [bar, status, counts, gallery, seen, watched], show_progress="hidden")
+
+
+def status_line(name: str, status: str, message: str, result) -> str:
+    """The task's line in full (a done task's own summary, not the 200-character cut of it)."""
+    if status == "done":
+        full = result if isinstance(result, str) and result else message
+        return f"**{name}** done. {full}"
+    return {"running": f"**{name}** running…", "failed": f"⚠️ **{name} failed:** {message}",
+            "cancelled": f"**{name}** stopped."}.get(status, "")

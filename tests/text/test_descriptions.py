@@ -43,6 +43,18 @@ def test_from_wiki_fills_but_never_overwrites_user_text(filled):
     assert load_descriptions(filled)["smile"] == ["my own words"]
 
 
+def test_replace_user_is_asked_for_explicitly(filled):
+    set_descriptions(filled, "smile", ["my own words"], source="user")
+    add_descriptions(filled, "smile", ["an llm smile"], source="llm", replace_user=True)
+    assert filled.fetchall("SELECT text, source FROM tag_descriptions WHERE tag='smile' ORDER BY idx") == [
+        ("an llm smile", "llm")]
+    set_descriptions(filled, "smile", ["mine again"], source="user")
+    stats = fill_from_wiki(filled, replace_user=True)
+    assert stats["replaced_user"] == 1 and stats["skipped_user"] == 0 and stats["tags"] == 2
+    assert load_descriptions(filled) == {"hat": ["Headwear worn on the head. Many kinds."],
+                                         "smile": ["A happy face. Corners up."]}
+
+
 def test_llm_and_wiki_fills_skip_user_tags(filled):
     set_descriptions(filled, "hat", ["user hat"])
     assert add_descriptions(filled, "hat", ["llm hat"], source="llm") == 0

@@ -56,6 +56,8 @@ def test_user_descriptions_are_never_overwritten(cat):
     s = suggest_descriptions(cat, tags=["mine", "red_hair"], provider="offline")
     assert s["skipped_user"] == ["mine"] and list(s["stored"]) == ["red_hair"]
     assert rows(cat, "mine") == [("my own words", "user")]
+    s = suggest_descriptions(cat, tags=["mine"], provider="offline", replace_user=True)  # asked for
+    assert s["skipped_user"] == [] and rows(cat, "mine") == [("Something the user already described.", "llm")]
     with pytest.raises(GaudiError, match="unknown tag"):
         suggest_descriptions(cat, tags=["no_such_tag"], provider="offline")
 
