@@ -47,9 +47,10 @@ def _variant_urls(obj: dict[str, Any]) -> dict[str, str]:
             if isinstance(v, dict) and v.get("url")}
 
 
-def parse_post(obj: dict[str, Any], origin: str) -> dict[str, Any]:
+def parse_post(obj: dict[str, Any], origin: str, raw: str | None = None) -> dict[str, Any]:
     """A row for `catalogue.store.upsert_posts`. Banned/restricted posts (no md5, no URLs) keep
-    md5 = NULL so the media side sees them as not downloadable."""
+    md5 = NULL so the media side sees them as not downloadable. `raw`: the object's JSON text
+    when the caller already has it (a dump's line), instead of serialising `obj` again."""
     if not isinstance(obj, dict) or _int(obj.get("id")) is None:
         raise ValueError(f"not a Danbooru post object: {str(obj)[:80]!r}")
     variants = _variant_urls(obj)
@@ -75,7 +76,7 @@ def parse_post(obj: dict[str, Any], origin: str) -> dict[str, Any]:
         "source": obj.get("source") or None,
         "origin": origin,
         "created_at": obj.get("created_at"),
-        "raw": _dumps(obj),
+        "raw": _dumps(obj) if raw is None else raw,
         "general_tags": list(dict.fromkeys(general)),
     }
 

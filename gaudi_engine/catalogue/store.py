@@ -12,6 +12,7 @@ from typing import Any, Iterable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from . import tag_index
 from .db import Catalogue, registered
@@ -37,11 +38,16 @@ _DEFAULTS = {"is_deleted": False, "is_banned": False}
 
 
 def _table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
-    """Rows -> Arrow (keys outside the schema ignored; missing flags default to False)."""
-    defaults = {k: v for k, v in _DEFAULTS.items() if k in schema.names}
-    if any(k not in r or r[k] is None for r in rows for k in defaults):
-        rows = [{**r, **{k: v for k, v in defaults.items() if r.get(k) is None}} for r in rows]
-    return pa.Table.from_pylist(rows, schema=schema)
+    """Rows -> Arrow (keys outside the schema ignored; missing flags default to False). Built
+    column by column: `pa.Table.from_pylist` took 2.5x as long on pages of posts."""
+    columns = []
+    for field in schema:
+        values = [r.get(field.name) for r in rows]
+        default = _DEFAULTS.get(field.name)
+        if default is not None:
+            values = [default if v is None else v for v in values]
+        columns.append(pa.array(values, field.type))
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def _dedupe(rows: Iterable[dict[str, Any]], key: str) -> list[dict[str, Any]]:
@@ -52,26 +58,36 @@ def _dedupe(rows: Iterable[dict[str, Any]], key: str) -> list[dict[str, Any]]:
 def write_posts(cur, posts: list[dict[str, Any]]) -> int:
     """Upsert `posts` (rows from `booru.posts.parse_post`) and replace their `post_tags`, on the
     cursor of an open transaction. Returns the number of distinct posts written."""
-    posts = _dedupe(posts, "id")
-    if not posts:
+    post_tbl, tag_tbl = post_tables(posts)
+    if not post_tbl.num_rows:
         return 0
+    write_post_tables(cur, post_tbl, tag_tbl)
+    tag_index.maybe_refresh(cur)
+    return post_tbl.num_rows
+
+
+def post_tables(posts: list[dict[str, Any]]) -> tuple[pa.Table, pa.Table]:
+    """Rows from `booru.posts.parse_post` -> the Arrow tables `write_post_tables` takes (posts
+    without duplicate ids, the last row winning; their distinct general tags). Pure: bulk
+    importers build them in worker processes."""
+    posts = _dedupe(posts, "id")
     ids: list[int] = []
     counts: list[int] = []
-    tags: list[str] = []
     joined: list[str] = []
     for p in posts:
         distinct = sorted(set(p.get("general_tags") or ()))
         ids.append(p["id"])
         counts.append(len(distinct))
-        tags.extend(distinct)
         joined.append(" ".join(distinct))  # Danbooru tags never contain a space
-    post_tbl = _table(posts, _ROW_SCHEMA).append_column("general_tags", pa.array(joined, pa.string()))
+    general = pa.array(joined, pa.string())
+    post_tbl = _table(posts, _ROW_SCHEMA).append_column("general_tags", general)
+    # the tag column split out of `general` in Arrow: converting the Python list of every tag
+    # string took 2/3 of this function; posts without tags are nulls, which flatten skips
+    tags = pc.split_pattern(pc.if_else(pc.equal(general, ""), pa.scalar(None, pa.string()), general),
+                            " ").flatten()
     # via numpy: pyarrow's typed conversion of a Python int list is ~100x slower
-    tag_tbl = pa.table({"post_id": np.repeat(np.array(ids, dtype=np.int64), counts),
-                        "tag": pa.array(tags, pa.string())})
-    write_post_tables(cur, post_tbl, tag_tbl)
-    tag_index.maybe_refresh(cur)
-    return len(posts)
+    tag_tbl = pa.table({"post_id": np.repeat(np.array(ids, dtype=np.int64), counts), "tag": tags})
+    return post_tbl, tag_tbl
 
 
 def write_post_tables(cur, post_tbl: pa.Table, tag_tbl: pa.Table) -> None:
