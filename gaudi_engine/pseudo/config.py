@@ -19,6 +19,8 @@ from .validators import ValidatorConfig
 class PseudoConfig:
     cam: CamConfig = field(default_factory=CamConfig)
     validators: ValidatorConfig = field(default_factory=ValidatorConfig)
+    prototypes: bool = False  # each tag's map times its look against the image's unclaimed
+    # pixels (`prototypes`: VPL/SSR-style visual prototypes; BENCHMARKS.md, session 9)
     affinity: bool = True
     aff_radius: int = 2
     aff_beta: float = 10.0

@@ -14,6 +14,7 @@ from ..imaging import Preprocess, WorkingImage, WorkingImageCache, load_working,
 from ..models.tag_texts import TagTexts
 from . import affinity as aff
 from .cam import tag_probabilities, text_cam
+from .prototypes import prototype_maps
 from .config import PseudoConfig
 from .regions import appearance_split, reassign_by_colour, regions_mask, superpixels
 from .validators import apply_floor, quality_score, validate_image
@@ -80,6 +81,13 @@ class PseudoLabeler:
                        zoom=[self.zoom.get(t, 1.0) for t in tags], part_area=self.part_area(tags),
                        zoom_max_area=self.cfg.fine_area)
         probs, views = cam.probs.unsqueeze(0), cam.views
+        if self.cfg.prototypes:  # each tag's look against the image's unclaimed pixels (`prototypes`)
+            sharp = probs.clone()
+            for z, feats in cam.zoom_feats.items():
+                sel = cam.zoom == z
+                if sel.any():
+                    sharp[0, sel] = probs[0, sel] * prototype_maps(probs[0], feats)[sel]
+            probs = sharp
         if self.cfg.affinity:  # each tag propagates along the features of the zoom it was seen at
             refined = probs.clone()
             for z, feats in cam.zoom_feats.items():
