@@ -3,6 +3,7 @@ gradio_client. Tests run in file order on one studio: the Sync test fills the ca
 ones use. Screenshots of every tab land in test-artifacts/."""
 from __future__ import annotations
 
+import json
 import re
 import urllib.error
 import urllib.request
@@ -10,7 +11,9 @@ import urllib.request
 import numpy as np
 import pytest
 
-from .conftest import N_SCENES, copy_sample, shot
+from tests.conftest import REPO_ROOT
+
+from .conftest import ARTIFACTS, N_SCENES, copy_sample, shot
 
 TABS = ["Sync", "Descriptions", "Train", "Pseudo-masks", "Playground"]
 
@@ -54,6 +57,32 @@ def test_sync_from_the_test_booru_fills_the_grid(page):
     assert re.search(r"#\d+ .*(sky|grass|1girl)", caption)  # captions carry general tags
     assert page.locator("#sync-progress [data-pct='100']").count() == 1
     shot(page, "sync")
+
+
+def test_sync_status_belongs_to_the_page_that_started_it(page, browser, studio):
+    """Another visitor's page is not greeted by this page's task outcome, and a long line is whole."""
+    page.get_by_role("button", name="Sync tags").click()
+    page.wait_for_selector("#sync-status:has-text('sync tags')", timeout=60_000)
+    page.wait_for_selector("#sync-status:has-text('done'), #sync-status:has-text('failed')", timeout=60_000)
+    other = browser.new_context().new_page()
+    try:
+        other.goto(studio[0])
+        other.wait_for_selector("#sync-gallery")
+        other.wait_for_timeout(2500)  # a couple of timer ticks
+        assert other.locator("#sync-status").inner_text().strip() == ""
+        assert "idle" in other.locator("#sync-progress").inner_text()
+    finally:
+        other.context.close()
+
+
+def test_fill_from_wiki_says_what_it_did(page):
+    open_tab(page, "Descriptions")
+    page.locator("#desc-wiki").click()
+    page.wait_for_selector("#desc-status:has-text('Fill'), #desc-status:has-text('Nothing')")
+    text = page.locator("#desc-status").inner_text()
+    # the demo's tags all have user descriptions: it says so and how to replace them
+    assert "Filled" in text or "Replace my descriptions" in text or "Sync wiki" in text, text
+    no_error_toast(page)
 
 
 def test_description_edit_persists(page, studio):
@@ -108,8 +137,20 @@ def test_pseudo_mask_browser_shows_overlay_and_scores(page, pipeline):
     pipeline.wait()
     open_tab(page, "Pseudo-masks")
     page.wait_for_function("document.querySelectorAll('#pm-gallery img').length > 0", timeout=30_000)
+    from gaudi_engine.pseudo.index import PseudoMaskIndex
+
+    idx = PseudoMaskIndex(pipeline.ws / "runs" / "pseudomasks_v1")
+    n_posts, n_masks = len(idx.posts()), len(idx.query())
+    idx.close()
+    # the filter's counts, not the gallery's cap
+    page.wait_for_selector(f"#pm-summary:has-text('{n_posts} image(s), {n_masks} mask(s)')")
+    assert cells(page, "#pm-scores") == [] and "1" not in page.locator("#pm-scores thead").inner_text()
+    # every gallery column fits (none cut off at the right)
+    assert page.locator("#pm-gallery .grid-container").evaluate("e => e.scrollWidth <= e.clientWidth")
     page.locator("#pm-gallery img").first.click()
     page.wait_for_selector("#pm-title:has-text('#')")
+    page.locator("#pm-download").click()
+    page.wait_for_selector("#pm-image-files:has-text('.zip')")
     overlay = page.locator("#pm-overlay")
     overlay.locator("img").first.wait_for()
     assert page.locator("#pm-scores").inner_text().split("\n").count("quality") == 1  # one header
@@ -121,20 +162,36 @@ def test_pseudo_mask_browser_shows_overlay_and_scores(page, pipeline):
     shot(page, "pseudo_masks")
 
 
-def test_pseudo_mask_export_writes_pngs_and_coco(page, pipeline, studio):
+def test_pseudo_mask_export_writes_every_format(page, pipeline, studio):
     import json
     import zipfile
 
     from gaudi_engine import rle
+    from gaudi_engine.pseudo.export import read_coco, read_cvat
 
     pipeline.wait()
     open_tab(page, "Pseudo-masks")
-    page.get_by_role("button", name="Export accepted masks (PNG zip + COCO JSON)").click()
-    page.wait_for_selector("#pm-files:has-text('pseudomasks_v1_coco')")
+    page.locator("#pm-export").click()
+    page.wait_for_selector("#pm-files:has-text('pseudomasks_v1_fiftyone')", timeout=60_000)
     export = studio[1] / "runs" / "pseudomasks_v1" / "export"
     coco = json.loads((export / "pseudomasks_v1_coco.json").read_text())
     names = zipfile.ZipFile(export / "pseudomasks_v1_masks.zip").namelist()
     assert coco["annotations"] and len(names) == len(coco["annotations"])
+    assert sorted(zipfile.ZipFile(export / "pseudomasks_v1_scores.zip").namelist()) == sorted(names)
+    # CVAT (one label per pixel) re-imports inside the COCO masks, the smaller mask whole
+    by_image = read_coco(export / "pseudomasks_v1_coco.json")
+    file_of = {i["id"]: i["file_name"] for i in coco["images"]}
+    cvat = read_cvat(export / "pseudomasks_v1_cvat.zip")
+    assert len(cvat) == len(by_image)
+    for post_id, masks in by_image.items():
+        got = cvat[file_of[post_id].rsplit("/", 1)[-1].rsplit(".", 1)[0]]
+        drawn = [t for t in masks if masks[t].any()]
+        if drawn:  # the smallest drawn mask is on top: it comes back whole
+            smallest = max(drawn, key=lambda t: (-int(masks[t].sum()), t))  # ties: later tag on top
+            assert np.array_equal(got[smallest], masks[smallest])
+        for t, m in got.items():
+            assert not (m & ~masks[t]).any()
+    assert "labels/" in " ".join(zipfile.ZipFile(export / "pseudomasks_v1_fiftyone.zip").namelist())
     by_id = {c["id"]: c["name"] for c in coco["categories"]}
     for ann in coco["annotations"][:5]:
         m = rle.decode(ann["segmentation"])
@@ -147,6 +204,16 @@ def test_playground_upload_shows_one_mask_per_tag(page, pipeline, studio, tmp_pa
     pipeline.wait()
     img = copy_sample(studio[1], tmp_path / "upload.png")
     open_tab(page, "Playground")
+    page.wait_for_selector("#pg-run:not([disabled])")  # a checkpoint exists: Segment is enabled
+    page.locator("#pg-samples img").first.click()  # a sample brings its tags
+    page.wait_for_function("document.querySelectorAll('#pg-tags .token').length > 0")
+    sample_tags = open(sorted(__import__("glob").glob(str(REPO_ROOT / "assets/samples/*.txt")))[0]).read()
+    assert [t.inner_text().strip() for t in page.locator("#pg-tags .token").all()] == \
+        [t.strip() for t in sample_tags.split(",") if t.strip()]
+    page.reload()
+    page.wait_for_selector("#sync-gallery")
+    open_tab(page, "Playground")
+    page.wait_for_selector("#pg-run:not([disabled])")
     page.locator("#pg-run").click()  # no image yet: a visible message, not a silent spinner
     page.get_by_text("upload an image first").first.wait_for()
     page.locator("#pg-image input[type=file]").set_input_files(str(img))
@@ -182,8 +249,17 @@ def test_gradio_client_infer_returns_a_mask_per_tag(studio, pipeline, tmp_path):
     for t in result["tags"]:
         m = rle.decode(t["mask"])
         assert m.shape == (h, w) and int(m.sum()) == t["area"]
-    assert Image.open(overlay).size == (w, h)
+    assert Image.open(overlay).size == (w, h) and overlay.endswith(".png")
+    # no server paths in the answer: checkpoints are workspace-relative
+    assert result["model"]["align_ckpt"] and not result["model"]["align_ckpt"].startswith("/")
+    assert str(studio[1]) not in json.dumps(result)
     assert not np.array_equal(np.asarray(Image.open(overlay).convert("RGB")), np.asarray(Image.open(img).convert("RGB")))
+
+
+def test_user_errors_leave_no_traceback_in_the_log(studio):
+    """"upload an image first" (Playground and /infer tests above) is logged as one line."""
+    log = (ARTIFACTS / "studio_server.log").read_text()
+    assert "upload an image first" in log and "Traceback" not in log, log[-3000:]
 
 
 def _status(url: str) -> int:
