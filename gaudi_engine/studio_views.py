@@ -3,7 +3,6 @@ pseudo-mask runs and their masks (their exports: gaudi_engine/pseudo/export.py).
 """
 from __future__ import annotations
 
-import csv
 import json
 import re
 import time
@@ -13,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from .errors import GaudiError
+from .catalogue.manifest import manifest_images  # noqa: F401 (the studio reads it from here)
 from .workspace import Workspace
 
 RUN_KINDS = {"align": "Stage A (align)", "pseudomasks": "pseudo-masks", "seg": "Stage B (segmenter)"}
@@ -102,21 +102,6 @@ def pseudomask_runs(ws: Workspace) -> list[str]:
     """Pseudo-mask runs that have an index, highest version first."""
     runs = [d.name for d in ws.runs_dir.glob("pseudomasks_*") if (d / "index.parquet").exists()]
     return sorted(runs, key=_natural, reverse=True)
-
-
-def manifest_images(ws: Workspace, manifest: str | Path | None = None) -> dict[int, Path]:
-    """post_id -> image path, from the manifest the pipeline trained on."""
-    path = ws.resolve(manifest or "data/manifest.csv")
-    if not path.exists():
-        return {}
-    out = {}
-    with open(path, newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            try:
-                out[int(row["post_id"])] = ws.resolve(row["image_path"])
-            except (KeyError, ValueError):
-                continue
-    return out
 
 
 def _read_mask(path: Path) -> np.ndarray | None:

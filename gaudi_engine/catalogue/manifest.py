@@ -48,3 +48,18 @@ def export_manifest(ws, cat, out: str | os.PathLike | None = None) -> int:
     finally:
         Path(tmp).unlink(missing_ok=True)
     return rows
+
+
+def manifest_images(ws, manifest: str | Path | None = None) -> dict[int, Path]:
+    """post_id -> image path, from the manifest the pipeline trained on."""
+    path = ws.resolve(manifest or "data/manifest.csv")
+    if not path.exists():
+        return {}
+    out = {}
+    with open(path, newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            try:
+                out[int(row["post_id"])] = ws.resolve(row["image_path"])
+            except (KeyError, ValueError):
+                continue
+    return out

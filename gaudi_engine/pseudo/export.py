@@ -24,6 +24,7 @@ import numpy as np
 
 from .. import rle
 from ..errors import GaudiError
+from ..catalogue.manifest import manifest_images
 from ..workspace import Workspace
 
 FORMATS = ("png", "scores", "coco", "cvat", "fiftyone")
@@ -82,21 +83,6 @@ def _read_png(path: Path) -> np.ndarray | None:
         return np.asarray(im.convert("L"))
 
 
-def _manifest_images(ws: Workspace) -> dict[int, Path]:
-    import csv
-
-    path = ws.resolve("data/manifest.csv")
-    out: dict[int, Path] = {}
-    if path.exists():
-        with open(path, newline="", encoding="utf-8") as fh:
-            for row in csv.DictReader(fh):
-                try:
-                    out[int(row["post_id"])] = ws.resolve(row["image_path"])
-                except (KeyError, ValueError):
-                    continue
-    return out
-
-
 def _posts(run_dir: Path, tag: str | None) -> Iterator[tuple[int, list[dict]]]:
     """(post_id, accepted index rows) of a run, post by post."""
     from .index import PseudoMaskIndex
@@ -130,7 +116,7 @@ def export_run(run_dir: Path, ws: Workspace, formats=FORMATS, out_dir: Path | No
         raise GaudiError(f"no accepted masks to export for {what} in {run_dir.name}")
     tags = sorted({str(r["tag"]) for _, rows in posts for r in rows})
     index_of = {t: i + 1 for i, t in enumerate(tags)}  # 0 is the background
-    images = _manifest_images(ws)
+    images = manifest_images(ws)
 
     files: dict[str, Path] = {f: out_dir / f"{name}_{_SUFFIX[f]}" for f in formats}
     zips = {f: zipfile.ZipFile(files[f], "w", compression=zipfile.ZIP_DEFLATED)
