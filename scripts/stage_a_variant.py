@@ -8,10 +8,5 @@ from gaudi_engine.train import align
 
 manifest, desc, out, overrides = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4] if len(sys.argv) > 4 else "{}")
 kw = {k: overrides.pop(k) for k in ("image_size", "epochs", "batch_size", "lr", "seed", "model_name") if k in overrides}
-if overrides.pop("full_canvas", False):  # experiment: train on the whole canvas (every picture
-    # of the manifest must have the same canvas shape), no square window
-    from gaudi_engine.train.data import TagImageDataset
-
-    TagImageDataset.window = lambda self, i, g: (self.images[i].float() / 255.0, 1.0)
 align.DEFAULTS.update(overrides)
 print(align.train_align(manifest, desc, out, device="cpu", **kw))
