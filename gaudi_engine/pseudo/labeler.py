@@ -27,6 +27,17 @@ def segmenter_maps(segmenter, x: torch.Tensor, text: torch.Tensor, box, shape: t
     return maps_to_working(canvas, box, shape)
 
 
+def per_zoom(probs: torch.Tensor, cam, step) -> torch.Tensor:
+    """probs [1,K,h,w] with each tag's maps replaced by `step(probs, feats, sel)` ([1,n,h,w] for the
+    n tags `sel` selects), run once per zoom on the features of the zoom those tags were seen at."""
+    out = probs.clone()
+    for z, feats in cam.zoom_feats.items():
+        sel = cam.zoom == z
+        if sel.any():
+            out[:, sel] = step(probs, feats, sel)
+    return out
+
+
 class ScoreMaps(NamedTuple):
     x: torch.Tensor  # the model input [3,S,S] (the working image letterboxed)
     maps: np.ndarray  # [K,h,w] soft maps at working size (the CAM's max-normalised per tag)
@@ -82,20 +93,10 @@ class PseudoLabeler:
                        zoom_max_area=self.cfg.fine_area)
         probs, views = cam.probs.unsqueeze(0), cam.views
         if self.cfg.prototypes:  # each tag's look against the image's unclaimed pixels (`prototypes`)
-            sharp = probs.clone()
-            for z, feats in cam.zoom_feats.items():
-                sel = cam.zoom == z
-                if sel.any():
-                    sharp[0, sel] = probs[0, sel] * prototype_maps(probs[0], feats)[sel]
-            probs = sharp
+            probs = per_zoom(probs, cam, lambda p, f, sel: p[:, sel] * prototype_maps(p[0], f)[sel])
         if self.cfg.affinity:  # each tag propagates along the features of the zoom it was seen at
-            refined = probs.clone()
-            for z, feats in cam.zoom_feats.items():
-                sel = cam.zoom == z
-                if sel.any():
-                    refined[:, sel] = aff.refine(probs[:, sel], feats.unsqueeze(0), self.cfg.aff_radius,
-                                                 self.cfg.aff_beta, self.cfg.aff_iters)
-            probs = refined
+            probs = per_zoom(probs, cam, lambda p, f, sel: aff.refine(
+                p[:, sel], f.unsqueeze(0), self.cfg.aff_radius, self.cfg.aff_beta, self.cfg.aff_iters))
         probs, views = box.crop(probs), box.crop(views)  # the picture's part of the canvas
         if self.cfg.max_norm is not None:  # the tag IS in the image: its best pixels are its
             # pixels (CAM max-normalisation, down to a floor), else a tag that never wins the
