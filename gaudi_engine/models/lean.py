@@ -1,5 +1,6 @@
-"""The towers of `gaudi-lite0` (timm's efficientnet_lite0 image trunk, open_clip's plain text
-transformer) rebuilt from torch.nn alone, for loading checkpoints without importing open_clip.
+"""The towers of `gaudi-lite0` / `gaudi-lite2` (timm's efficientnet_lite0 / _lite2 image trunk,
+open_clip's plain text transformer) rebuilt from torch.nn alone, for loading checkpoints without
+importing open_clip.
 
 Why: `import open_clip` costs ~4 s on a 2-core machine, and almost all of it is not open_clip:
 open_clip.utils imports torchvision, so does timm.layers, and torchvision.ops imports
@@ -21,11 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# timm's efficientnet_lite0 (channel and depth multipliers 1.0): per stage (block type, repeats,
-# kernel, stride, expansion, out channels); the stem is 32 channels and the head 1280, fixed
-_LITE0 = [("ds", 1, 3, 1, 1, 16), ("ir", 2, 3, 2, 6, 24), ("ir", 2, 5, 2, 6, 40), ("ir", 3, 3, 2, 6, 80),
-          ("ir", 3, 5, 1, 6, 112), ("ir", 4, 5, 2, 6, 192), ("ir", 1, 3, 1, 6, 320)]
-TRUNKS = {"efficientnet_lite0": {"arch": _LITE0, "stem": 32, "num_features": 1280}}
+from . import lite_family
+
+# timm's efficientnet_lite* trunks this module rebuilds (their stages: models/lite_family.py)
+TRUNKS = {name: {"arch": lite_family.stages(name), "stem": lite_family.STEM_CHANNELS,
+                 "num_features": lite_family.HEAD_CHANNELS} for name in lite_family.MULTIPLIERS}
 
 # the config keys these towers implement, with the values they implement (None: any value)
 _TOP = {"embed_dim": None, "vision_cfg": None, "text_cfg": None, "custom_text": False, "quick_gelu": False,

@@ -1,5 +1,5 @@
-"""Model registry: the project's open_clip configs (`gaudi-lite0`, `gaudi-tiny`, registered with
-`open_clip.add_model_config`) and `create_align_model`, the one entry point that builds an
+"""Model registry: the project's open_clip configs (`gaudi-lite0`, `gaudi-lite2`, `gaudi-tiny`,
+registered with `open_clip.add_model_config`) and `create_align_model`, the one entry point that builds an
 AlignModel from any open_clip model name plus optional pretrained weights (tag or local file)."""
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ _MEAN_STD_HALF = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
 # What open_clip's config schema has no room for: preprocessing and how the trunk starts.
 GAUDI_EXTRAS: dict[str, dict[str, Any]] = {
     "gaudi-lite0": {**_MEAN_STD_HALF, "trunk_init": "lite0_imagenet"},
+    "gaudi-lite2": {**_MEAN_STD_HALF, "trunk_init": "lite2_imagenet"},
     "gaudi-tiny": {**_MEAN_STD_HALF, "trunk_init": None},
     "gaudi-vit-tiny": {**_MEAN_STD_HALF, "trunk_init": None},  # a random-init ViT, for tests
 }
@@ -54,8 +55,8 @@ def model_config(model_name: str) -> dict[str, Any]:
 def build_clip(model_cfg: dict[str, Any], lean: bool = False):
     """An open_clip CLIP/CustomTextCLIP from a config dict (random init, no downloads). `lean`:
     for weights a checkpoint is about to overwrite, the same model from torch.nn alone when
-    `lean.supports` the config (gaudi-lite0): no open_clip/timm/torchvision imports (~4 s), on
-    the meta device, to be filled with `load_state_dict(state, assign=True)`."""
+    `lean.supports` the config (gaudi-lite0, gaudi-lite2): no open_clip/timm/torchvision imports
+    (~4 s), on the meta device, to be filled with `load_state_dict(state, assign=True)`."""
     if lean:
         from . import lean as lean_towers
 
@@ -176,10 +177,11 @@ def _hub_reachable(tag_cfg: dict[str, Any]) -> bool:
 def create_align_model(model_name: str = DEFAULT_MODEL, pretrained: str | None = None,
                        image_size: int | None = None, embed_dim: int | None = None, **align_kwargs):
     """Build an AlignModel. `pretrained`: None (the config's default start: ImageNet trunk for
-    gaudi-lite0, random otherwise), "none"/"scratch" (random), an open_clip tag, or a local file
-    (an open_clip state dict, or a GaUDI align checkpoint). `image_size` defaults to the config's."""
+    gaudi-lite0/gaudi-lite2, random otherwise), "none"/"scratch" (random), an open_clip tag, or a
+    local file (an open_clip state dict, or a GaUDI align checkpoint). `image_size` defaults to the
+    config's."""
     from .align import AlignModel
-    from .lite0_weights import load_lite0_imagenet
+    from .lite_weights import load_lite_imagenet
 
     model_name = model_name.replace("/", "-")
     cfg = model_config(model_name)
@@ -199,8 +201,8 @@ def create_align_model(model_name: str = DEFAULT_MODEL, pretrained: str | None =
     clip = build_clip(cfg)
     if pretrained:
         _load_pretrained(clip, model_name, pretrained)
-    if trunk_init == "lite0_imagenet":
-        load_lite0_imagenet(clip.visual.trunk)
+    if trunk_init:
+        load_lite_imagenet(clip.visual.trunk, trunk_init)
     preprocess = _preprocess_for(model_name, pretrained, int(image_size))
     align_cfg = {"init": pretrained or trunk_init or "random", **align_kwargs}
     return AlignModel(clip, model_name=model_name, model_cfg=cfg, preprocess_cfg=preprocess,

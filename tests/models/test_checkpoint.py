@@ -119,8 +119,9 @@ def test_segmenter_model_pt_loads(tmp_path):
         assert torch.equal(b.model(x, b.text_emb), seg(x, b.text_emb))
 
 
-def test_lite0_checkpoint_loads_without_open_clip_towers(tmp_path):
-    """gaudi-lite0 comes back as the lean towers (models/lean.py) with the numbers open_clip's towers
+@pytest.mark.parametrize("name", ["gaudi-lite0", "gaudi-lite2"])
+def test_lite_checkpoint_loads_without_open_clip_towers(tmp_path, name):
+    """gaudi-lite0/2 come back as the lean towers (models/lean.py) with the numbers open_clip's towers
     gave when loaded from the checkpoint (also one saved from channels_last training, whose conv
     weights keep their strides), and as a segmenter's align part."""
     from gaudi_engine.models.align import AlignModel
@@ -129,7 +130,7 @@ def test_lite0_checkpoint_loads_without_open_clip_towers(tmp_path):
     from gaudi_engine.models.segmenter import TextSegmenter, load_segmenter, segmenter_payload
 
     torch.manual_seed(0)
-    m = create_align_model("gaudi-lite0", pretrained="none", image_size=64)
+    m = create_align_model(name, pretrained="none", image_size=64)
     m.to(memory_format=torch.channels_last)  # as train_loop does: conv weights are saved strided
     payload = align_payload(m, ["grass", "sky"], DESCS)
     path = save_checkpoint(tmp_path / "model.pt", payload)

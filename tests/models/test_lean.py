@@ -1,4 +1,4 @@
-"""models/lean.py rebuilds gaudi-lite0 without open_clip: the same state dict (names, order,
+"""models/lean.py rebuilds gaudi-lite0 and gaudi-lite2 without open_clip: the same state dict (names, order,
 shapes) and bit-identical outputs and gradients, in eval and train mode, as open_clip + timm."""
 import pytest
 import torch
@@ -9,9 +9,9 @@ from gaudi_engine.models.registry import build_clip, model_config
 torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="module")
-def pair():
-    cfg = model_config("gaudi-lite0")
+@pytest.fixture(scope="module", params=["gaudi-lite0", "gaudi-lite2"])
+def pair(request):
+    cfg = model_config(request.param)
     cfg["vision_cfg"]["timm_model_pretrained"] = False
     torch.manual_seed(0)
     ref = build_clip(cfg)  # open_clip + timm
@@ -30,7 +30,7 @@ def pair():
 
 def test_config_support():
     cfg = model_config("gaudi-lite0")
-    assert lean.supports(cfg)
+    assert lean.supports(cfg) and lean.supports(model_config("gaudi-lite2"))
     assert not lean.supports(model_config("gaudi-tiny"))  # another timm trunk: open_clip builds it
     assert not lean.supports(model_config("gaudi-vit-tiny"))
     for change in ({"quick_gelu": True}, {"init_logit_bias": -10.0}, {"custom_text": True}):

@@ -1,4 +1,4 @@
-"""AlignModel on each tower kind, --pretrained from a local file, the lite0 ImageNet weights."""
+"""AlignModel on each tower kind, --pretrained from a local file, the lite0/lite2 ImageNet weights."""
 import socket
 
 import numpy as np
@@ -16,8 +16,9 @@ def test_project_configs_are_open_clip_models():
     import open_clip
 
     names = list_models()
-    assert {"gaudi-lite0", "gaudi-tiny", "gaudi-vit-tiny"} <= set(names)
+    assert {"gaudi-lite0", "gaudi-lite2", "gaudi-tiny", "gaudi-vit-tiny"} <= set(names)
     assert open_clip.get_model_config("gaudi-lite0")["vision_cfg"]["timm_model_name"] == "efficientnet_lite0"
+    assert open_clip.get_model_config("gaudi-lite2")["vision_cfg"]["timm_model_name"] == "efficientnet_lite2"
 
 
 @pytest.mark.parametrize("name,size,grid", [("gaudi-tiny", 96, 12), ("gaudi-vit-tiny", 96, 12),
@@ -92,15 +93,18 @@ def test_hub_tag_without_network_is_one_line(monkeypatch):
         create_align_model("no-such-model")
 
 
-def test_lite0_imagenet_mapping_classifies_chelsea_as_a_cat():
+@pytest.mark.parametrize("variant", ["lite0", "lite2"])
+def test_lite_imagenet_mapping_classifies_chelsea_as_a_cat(variant):
     import timm
     from PIL import Image
     from skimage import data
 
-    from gaudi_engine.models.lite0_weights import load_lite0_imagenet
+    from gaudi_engine.models.lite_family import stage_depths
+    from gaudi_engine.models.lite_weights import load_lite_imagenet
 
-    trunk = timm.create_model("efficientnet_lite0")
-    n = load_lite0_imagenet(trunk, with_classifier=True)
+    trunk = timm.create_model(f"efficientnet_{variant}")
+    assert stage_depths(f"efficientnet_{variant}") == [len(s) for s in trunk.blocks]  # timm's depth scaling
+    n = load_lite_imagenet(trunk, f"{variant}_imagenet", with_classifier=True)
     assert n == len(trunk.state_dict())  # every key of the trunk came from the file
     trunk.eval()
 
@@ -112,13 +116,14 @@ def test_lite0_imagenet_mapping_classifies_chelsea_as_a_cat():
 
     assert 281 <= top(data.chelsea()) <= 285  # tabby / tiger / Persian / Siamese / Egyptian cat
     assert top(data.coffee()) == 967  # espresso
-    # and the default gaudi-lite0 build starts from those weights (without the classifier)
-    m = create_align_model("gaudi-lite0")
+    # and the default gaudi-lite* build starts from those weights (without the classifier)
+    m = create_align_model(f"gaudi-{variant}")
     assert torch.equal(m.clip.visual.trunk.conv_stem.weight, trunk.conv_stem.weight)
-    assert m.preprocess_cfg["mean"] == [0.5, 0.5, 0.5] and m.align_cfg["init"] == "lite0_imagenet"
+    assert torch.equal(m.clip.visual.trunk.blocks[-2][-1].conv_pwl.weight, trunk.blocks[-2][-1].conv_pwl.weight)
+    assert m.preprocess_cfg["mean"] == [0.5, 0.5, 0.5] and m.align_cfg["init"] == f"{variant}_imagenet"
 
 
-@pytest.mark.parametrize("name", ["gaudi-tiny", "gaudi-lite0"])
+@pytest.mark.parametrize("name", ["gaudi-tiny", "gaudi-lite0", "gaudi-lite2"])
 def test_eval_dense_features_skip_unused_stages(name, tmp_path):
     """In eval mode dense_features stops the trunk after its last dense level: the same numbers as
     running every stage (train mode runs them all: their BatchNorm statistics train)."""
@@ -127,7 +132,7 @@ def test_eval_dense_features_skip_unused_stages(name, tmp_path):
 
     torch.manual_seed(0)
     m = create_align_model(name, pretrained="none", image_size=64)
-    # gaudi-lite0 through a checkpoint: the lean towers' stop_early too
+    # gaudi-lite0/2 through a checkpoint: the lean towers' stop_early too
     m = load_align(save_checkpoint(tmp_path / "m.pt", align_payload(m, ["sky"], {}))).model
     m.eval()
     x = torch.randn(2, 3, 64, 96)
