@@ -27,6 +27,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -37,7 +39,9 @@ from .errors import GaudiError
 
 log = logging.getLogger(__name__)
 
-MAX_PIXELS = 200_000_000  # larger originals are refused before decoding (a 16k x 12k PNG still fits)
+# Larger pictures are refused from their header, before decoding: Pillow's own hard limit (2 x its
+# 89 MP warning; a 16k x 11k scan still fits), so Pillow and we agree. GAUDI_MAX_IMAGE_PIXELS lowers it.
+MAX_PIXELS = int(os.environ.get("GAUDI_MAX_IMAGE_PIXELS", 178_956_970))
 DEFAULT_IMAGE_SIZE = 128
 
 
@@ -103,42 +107,75 @@ class Preprocess:
 
 # --- decoding ---------------------------------------------------------------------------------
 
-def open_image(source, need=None, max_pixels: int = MAX_PIXELS):
+def open_image(source, need=None, max_pixels: int | None = None):
     """RGB PIL image from a path, file object or PIL image. With `need` ((w, h) -> the smallest
     (w, h) the caller will use), a JPEG is decoded at the smallest DCT scale that still covers it
-    (a 4k JPEG decodes several times faster). Raises ImageError with a one-line reason when the
-    picture cannot be used."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    (a 4k JPEG decodes several times faster). Raises ImageError with one line, `NAME: reason`,
+    when the picture cannot be used (`decode_reason` says which)."""
+    from PIL import Image, ImageOps
 
     name = getattr(source, "name", None) or (str(source) if isinstance(source, (str, os.PathLike)) else "image")
+    name = Path(str(name)).name or str(name)
     if isinstance(source, Image.Image):
         return _to_rgb(source)
+    limit = MAX_PIXELS if max_pixels is None else max_pixels
     try:
-        with Image.open(source) as im:
-            w, h = im.size
-            if w * h > max_pixels:
-                raise ImageError(f"{name}: {w}x{h} is too large to decode safely "
-                                 f"({w * h / 1e6:.0f} MP > {max_pixels / 1e6:.0f} MP)")
-            if w < 1 or h < 1:
-                raise ImageError(f"{name}: empty image ({w}x{h})")
-            if getattr(im, "is_animated", False):
-                im.seek(0)  # an animation: its first frame
-            if need is not None and im.format == "JPEG":
-                tw, th = need(w, h)
-                if tw < w and th < h:
-                    im.draft("RGB", (tw, th))
-            im.load()
-            im = ImageOps.exif_transpose(im) if im.getexif() else im
-            return _to_rgb(im)
-    except ImageError:
-        raise
-    except Image.DecompressionBombError as exc:
-        raise ImageError(f"{name}: too large to decode safely ({exc})") from None
-    except FileNotFoundError:
-        raise ImageError(f"{name}: no such file") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ImageError(f"cannot read image {name}: {reason}") from None
+        if isinstance(source, (str, os.PathLike)) and os.path.getsize(source) == 0:
+            raise ImageError(f"{name}: empty file (0 bytes)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit is checked below
+            with Image.open(source) as im:
+                w, h = im.size
+                check_pixels(w, h, limit)
+                if getattr(im, "is_animated", False):
+                    im.seek(0)  # an animation: its first frame
+                if need is not None and im.format == "JPEG":
+                    tw, th = need(w, h)
+                    if tw < w and th < h:
+                        im.draft("RGB", (tw, th))
+                im.load()
+                im = ImageOps.exif_transpose(im) if im.getexif() else im
+                return _to_rgb(im)
+    except ImageError as exc:
+        if str(exc).startswith(f"{name}: "):
+            raise
+        raise ImageError(f"{name}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - whatever Pillow raises on a hostile file: one line
+        if isinstance(exc, (MemoryError, KeyboardInterrupt)):
+            raise
+        raise ImageError(f"{name}: {decode_reason(exc)}") from None
+
+
+def check_pixels(width: int, height: int, limit: int | None = None) -> None:
+    """Refuse a picture by its header's size (a decompression bomb is a tiny file that decodes to
+    gigabytes)."""
+    limit = MAX_PIXELS if limit is None else limit
+    if width < 1 or height < 1:
+        raise ImageError(f"empty image ({width}x{height})")
+    if width * height > limit:
+        raise ImageError(f"{width}x{height} is too large to decode safely ({width * height / 1e6:.0f} MP > "
+                         f"{limit / 1e6:.0f} MP): refused as a possible decompression bomb")
+
+
+def decode_reason(exc: BaseException) -> str:
+    """Why Pillow could not decode a file, in a few words (no path, one line)."""
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(exc, Image.DecompressionBombError):
+        m = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(m.group(1)) / 1e6:.0f} MP" if m else "too many pixels"
+        return f"too large to decode safely ({size} > {MAX_PIXELS / 1e6:.0f} MP): refused as a possible decompression bomb"
+    if isinstance(exc, FileNotFoundError):
+        return "no such file"
+    if isinstance(exc, IsADirectoryError):
+        return "a folder, not a picture"
+    if isinstance(exc, PermissionError):
+        return "cannot read the file (permission denied)"
+    if isinstance(exc, UnidentifiedImageError):
+        return "not a picture (png, jpg, webp, gif, bmp) Pillow can read"
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    text = text.replace(str(getattr(exc, "filename", "") or "\0"), "").strip(" :'")
+    return f"truncated or corrupt picture ({text})"
 
 
 def _to_rgb(im):

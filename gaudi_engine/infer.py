@@ -22,7 +22,7 @@ import torch
 from . import rle
 from .errors import GaudiError
 from .imaging import ImageError, Preprocess, WorkingImage, load_working, open_image, to_working, upsample_maps
-from .tags import parse_sidecar, split_tags as parse_tags  # parse_tags: the name the studio and CLI use
+from .tags import SidecarReader, split_tags as parse_tags  # parse_tags: the name the studio and CLI use
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,10 @@ def infer_single(predictor: Predictor, image_path, tags, out_json=None, viz=None
         work = _read(predictor, image_path, bool(viz))
     except ImageError as exc:
         raise GaudiError(str(exc)) from None
-    tags = parse_tags(tags) or _sidecar_tags(Path(image_path))
+    sidecars = SidecarReader()
+    tags = parse_tags(tags) or _sidecar_tags(Path(image_path), sidecars)
+    if sidecars.note():
+        log.warning("%s", sidecars.note())
     result = predictor.predict(work, tags, threshold, name=str(image_path))
     if out_json:
         Path(out_json).parent.mkdir(parents=True, exist_ok=True)
@@ -177,46 +180,50 @@ def infer_single(predictor: Predictor, image_path, tags, out_json=None, viz=None
     return result
 
 
-def _sidecar_tags(path: Path) -> list[str]:
+def _sidecar_tags(path: Path, sidecars: SidecarReader) -> list[str]:
     side = path.with_suffix(".txt")
-    return parse_sidecar(side.read_text(encoding="utf-8"))[0] if side.exists() else []
+    return sidecars.read(side)[0] if side.is_file() else []
 
 
 def infer_batch(predictor: Predictor, images_dir, out_dir, tags=None, masks_dir=None,
                 threshold: float = 0.5) -> dict:
-    """Every image of a folder: D/NAME.json + D/NAME.png (+ M/NAME/<tag>.png)."""
+    """Every image of a folder: D/NAME.json + D/NAME.png (+ M/NAME/<tag>.png). A file that cannot
+    be used (unreadable, no tags) is named in one warning line and skipped: one bad file never
+    ends the batch."""
     from .progress import Progress
 
     images_dir, out_dir = Path(images_dir), Path(out_dir)
     if not images_dir.is_dir():
         raise GaudiError(f"--images {images_dir} is not a folder")
-    files = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+    files = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file())
     if not files:
         raise GaudiError(f"no images in {images_dir}")
     out_dir.mkdir(parents=True, exist_ok=True)
     fixed = parse_tags(tags)
-    done = skipped = 0
+    sidecars = SidecarReader()
+    done, skipped = 0, []
     with Progress("infer", total=len(files), unit="img") as bar:
         for p in files:
             try:
-                image = _read(predictor, p, True)
-            except ImageError as exc:  # one bad file never ends the batch
-                log.warning("skipping %s: %s", p.name, exc)
-                bar.log(f"skipping {p.name}: {exc}")
-                skipped += 1
-                bar.update(1)
-                continue
-            tl = fixed or _sidecar_tags(p)
-            if not tl:
-                log.warning("skipping %s: no --tags and no sidecar %s", p.name, p.with_suffix(".txt").name)
-                skipped += 1
-                bar.update(1)
-                continue
-            result = predictor.predict(image, tl, threshold, name=p.name)
-            (out_dir / f"{p.stem}.json").write_text(json.dumps(result), encoding="utf-8")
-            predictor.overlay(image.preview, result).save(out_dir / f"{p.stem}.png")
-            if masks_dir:
-                save_masks(result, Path(masks_dir) / p.stem)
-            done += 1
+                _infer_one(predictor, p, fixed or _sidecar_tags(p, sidecars), out_dir, masks_dir, threshold)
+                done += 1
+            except GaudiError as exc:  # ImageError is one: the file is named in its message
+                reason = str(exc).removeprefix(f"{p.name}: ")
+                log.warning("skipping %s: %s", p.name, reason)
+                skipped.append(p.name)
             bar.update(1)
-    return {"images": done, "skipped": skipped, "out_dir": str(out_dir)}
+        if sidecars.note():
+            log.warning("%s", sidecars.note())
+    return {"images": done, "skipped": len(skipped), "skipped_files": skipped, "out_dir": str(out_dir)}
+
+
+def _infer_one(predictor: Predictor, path: Path, tags: list[str], out_dir: Path, masks_dir, threshold: float) -> None:
+    """One picture of a batch: its JSON, overlay and masks; GaudiError when it cannot be used."""
+    if not tags:
+        raise GaudiError(f"no --tags and no sidecar {path.with_suffix('.txt').name}")
+    image = _read(predictor, path, True)
+    result = predictor.predict(image, tags, threshold, name=path.name)
+    (out_dir / f"{path.stem}.json").write_text(json.dumps(result), encoding="utf-8")
+    predictor.overlay(image.preview, result).save(out_dir / f"{path.stem}.png")
+    if masks_dir:
+        save_masks(result, Path(masks_dir) / path.stem)

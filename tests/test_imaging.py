@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.hostile_files import bad_images, good_images
 from gaudi_engine.imaging import (ImageError, Preprocess, WorkingImageCache, canvas, fit_short, load_working,
                                   maps_to_working, model_input, open_image, picture_box, square_window,
                                   to_working, upsample_mask)
@@ -82,14 +83,26 @@ def test_animated_gif_gives_its_first_frame(tmp_path):
     assert r > 200 and b < 50
 
 
-@pytest.mark.parametrize("content,needle", [(b"", "cannot read image"), (b"<html>not an image</html>", "cannot read image"),
-                                            (b"\x89PNG\r\n\x1a\n" + b"\0" * 20, "cannot read image")])
-def test_bad_files_raise_one_clear_line(tmp_path, content, needle):
-    p = tmp_path / "bad.png"
-    p.write_bytes(content)
+@pytest.mark.parametrize("name", sorted(bad_images()))
+def test_bad_files_raise_one_clear_line_naming_the_file(tmp_path, name):
+    p = tmp_path / name
+    p.write_bytes(bad_images()[name])
     with pytest.raises(ImageError) as err:
         open_image(p)
-    assert needle in str(err.value) and "\n" not in str(err.value)
+    msg = str(err.value)
+    assert msg.startswith(f"{name}: ") and "\n" not in msg and str(tmp_path) not in msg, msg
+    assert {"empty.png": "0 bytes", "page.png": "not a picture", "bomb.png": "decompression bomb",
+            "cut.png": "truncated", "cut.jpg": "truncated"}[name] in msg
+
+
+@pytest.mark.parametrize("name", sorted(good_images()))
+def test_every_good_hostile_file_decodes_to_rgb(tmp_path, name):
+    p = tmp_path / name
+    p.write_bytes(good_images()[name])
+    im = open_image(p)
+    assert im.mode == "RGB" and min(im.size) >= 1
+    work = load_working(p, PRE)
+    assert work.pixels.dtype == np.uint8 and work.pixels.shape[2] == 3
 
 
 def test_a_picture_too_large_to_decode_safely_is_refused_before_decoding(tmp_path):

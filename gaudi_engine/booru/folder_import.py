@@ -6,7 +6,8 @@
   A `rating:x` tag (g/s/q/e or general/sensitive/questionable/explicit) sets the rating.
 - Ids are derived from the image's md5 and live at 2^40 and above, far beyond Danbooru's ids
   (about 10^7), so an import never collides with a synced post and re-importing is idempotent.
-- A corrupt or empty image is reported (one line each) and skipped; the rest imports.
+- A corrupt or empty image is reported (one line each) and skipped; the rest imports. A tag file
+  that is not UTF-8 is read as cp1252/latin-1, and the run says so in one line.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from typing import Any
 
 from ..errors import GaudiError
 from ..progress import Progress
-from ..tags import parse_sidecar
+from ..tags import SidecarReader
 from .images import IMAGE_EXTS, ImageError, verify_image
 from .media import upsert_media
 
@@ -80,6 +81,7 @@ def import_folder(ws, cat, folder: str | os.PathLike) -> dict[str, Any]:
                                "duplicates": 0, "skipped": 0, "without_tags": 0,
                                "errors": [], "warnings": []}
     seen: set[str] = set()
+    sidecars = SidecarReader()
     posts: list[dict[str, Any]] = []
     media: list[dict[str, Any]] = []
 
@@ -117,7 +119,7 @@ def import_folder(ws, cat, folder: str | os.PathLike) -> dict[str, Any]:
                 summary["without_tags"] += 1
                 summary["warnings"].append(f"{rel}: no tag file ({image.stem}.txt), imported without tags")
             else:
-                tags, rating = parse_sidecar(sidecar.read_text(encoding="utf-8", errors="replace"))
+                tags, rating = sidecars.read(sidecar, sidecar.relative_to(root).as_posix())
             target = ws.image_path(md5, info.ext)
             _copy_into(data, target)
             posts.append({
@@ -135,6 +137,9 @@ def import_folder(ws, cat, folder: str | os.PathLike) -> dict[str, Any]:
             if len(posts) >= BATCH:
                 flush()
         flush()
+        if sidecars.note():
+            summary["warnings"].insert(0, sidecars.note())  # before the per-image lines
+            bar.log(summary["warnings"][0])
     return summary
 
 

@@ -1,4 +1,5 @@
-"""Safe image decoding for downloaded and imported files.
+"""Safe image checking for downloaded and imported files (the decoding rules themselves, the pixel
+limit and the one-line reasons, live in `gaudi_engine.imaging`).
 
 An image only counts once Pillow has decoded every pixel of it (of its first frame for GIFs):
 a truncated download, an HTML error page saved as `.jpg` or a zero-byte file all fail here.
@@ -13,7 +14,7 @@ import warnings
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from ..errors import GaudiError
+from ..imaging import MAX_PIXELS, ImageError, check_pixels, decode_reason
 
 # Pillow format name -> the extension we store under. jpeg is always stored as jpg.
 FORMAT_EXT = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "GIF": "gif"}
@@ -21,13 +22,8 @@ IMAGE_EXTS = frozenset({"png", "jpg", "jpeg", "webp", "gif"})
 # Danbooru file_ext values that are never still images (ugoira zips, videos, flash).
 NOT_IMAGE_EXTS = frozenset({"mp4", "webm", "zip", "swf", "avif_anim", "mkv", "mov"})
 
-# Pillow warns above 89 MP and refuses above 2x that; big legitimate Danbooru scans sit between
-# the two, so our cap is Pillow's hard limit (lower it with GAUDI_MAX_IMAGE_PIXELS).
-MAX_PIXELS = int(os.environ.get("GAUDI_MAX_IMAGE_PIXELS", 178_956_970))
-
-
-class ImageError(GaudiError):
-    """A file that is not a usable image (corrupt, truncated, empty, unsupported, too large)."""
+__all__ = ["FORMAT_EXT", "IMAGE_EXTS", "NOT_IMAGE_EXTS", "MAX_PIXELS", "ImageError", "ImageInfo",
+           "normalise_ext", "verify_image"]
 
 
 @dataclass(frozen=True)
@@ -77,12 +73,7 @@ def verify_image(src: str | os.PathLike | bytes | BinaryIO, max_pixels: int | No
             with Image.open(fh, formats=list(FORMAT_EXT)) as img:
                 width, height = img.size
                 fmt = img.format
-                if width <= 0 or height <= 0:
-                    raise ImageError(f"bad image size {width}x{height}")
-                if width * height > limit:
-                    raise ImageError(
-                        f"image too large ({width}x{height} = {width * height:,} pixels, "
-                        f"limit {limit:,}): refused as a possible decompression bomb")
+                check_pixels(width, height, limit)
                 if fmt not in FORMAT_EXT:
                     raise ImageError(f"unsupported image format {fmt}")
                 if fmt == "GIF":
@@ -92,13 +83,10 @@ def verify_image(src: str | os.PathLike | bytes | BinaryIO, max_pixels: int | No
         raise
     except UnidentifiedImageError:
         raise ImageError("not a png/jpg/webp/gif image") from None
-    except Image.DecompressionBombError:
-        raise ImageError(f"image too large (over {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels): "
-                         f"refused as a possible decompression bomb") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        # Pillow reports truncation/corruption as OSError ("image file is truncated", ...).
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ImageError(f"corrupt image: {reason}") from None
+    except Exception as exc:  # noqa: BLE001 - whatever Pillow raises on a hostile file: one line
+        if isinstance(exc, MemoryError):
+            raise
+        raise ImageError(decode_reason(exc)) from None
     finally:
         if close:
             fh.close()

@@ -207,7 +207,9 @@ def cmd_infer(args) -> int:
     images = _in_path(ws, args.images)
     pred = Predictor(align, seg, device=_device(args.device), descriptions=descs, regions=args.regions)
     summary = infer_batch(pred, images, _out_path(ws, args.out_dir), args.tags, masks_dir, args.threshold)
-    print(f"infer: {summary['images']} images done, {summary['skipped']} skipped -> {ws.rel(summary['out_dir'])}")
+    names = summary["skipped_files"]
+    which = f" ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})" if names else ""
+    print(f"infer: {summary['images']} images done, {summary['skipped']} skipped{which} -> {ws.rel(summary['out_dir'])}")
     return 0
 
 

@@ -1,26 +1,16 @@
-"""import-folder: nested folders, tag normalisation, corrupt/empty images, idempotent re-import."""
+"""import-folder: nested folders, tag normalisation, corrupt/empty images, hostile files (tests/hostile_files.py),
+non-UTF-8 tag files, idempotent re-import."""
 from __future__ import annotations
 
 import hashlib
-import io
 
 import pytest
-from PIL import Image
 
 from gaudi_engine.booru.folder_import import ID_BASE, folder_post_id, import_folder
 from gaudi_engine.tags import normalise_tag, parse_sidecar
 from gaudi_engine.catalogue import open_catalogue
 from gaudi_engine.errors import GaudiError
-
-
-def image_bytes(fmt: str, size=(24, 16), colour=(200, 30, 30), frames: int = 1) -> bytes:
-    buf = io.BytesIO()
-    imgs = [Image.new("RGB", size, tuple((c + 60 * i) % 256 for c in colour)) for i in range(frames)]
-    if frames > 1:
-        imgs[0].save(buf, fmt, save_all=True, append_images=imgs[1:], duration=100, loop=0)
-    else:
-        imgs[0].save(buf, fmt)
-    return buf.getvalue()
+from tests.hostile_files import image_bytes, write_hostile_folder
 
 
 @pytest.fixture
@@ -123,3 +113,31 @@ def test_import_folder_errors(workspace, catalogue, tmp_path, run_gaudi):
         import_folder(workspace, catalogue, tmp_path / "empty")
     rc, out, err = run_gaudi("--workspace", tmp_path / "ws2", "import-folder", tmp_path / "nope")
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "not a folder" in err
+
+
+def test_hostile_folder_names_each_bad_file_once_and_imports_every_good_one(workspace, tmp_path, run_gaudi):
+    h = write_hostile_folder(tmp_path / "hostile ü", nested=True)
+    rc, out, err = run_gaudi("--workspace", workspace.root, "import-folder", h.root)
+    assert rc == 0 and "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    for name in h.bad:  # one line each, naming the file and why
+        hits = [line for line in lines if name in line]
+        assert len(hits) == 1, (name, lines)
+    assert any("bomb.png" in line and "decompression bomb" in line for line in lines)
+    assert any("empty.png" in line and "0 bytes" in line for line in lines)
+    note = [line for line in lines if "not UTF-8" in line]
+    assert len(note) == 1 and all(n.rsplit("/", 1)[-1] in note[0] for n in h.not_utf8), lines
+    assert f"{len(h.good)} of {len(h.good) + len(h.bad)} images imported" in out
+    cat = open_catalogue(workspace.catalogue_path)
+    try:
+        sources = {s.removeprefix("local:") for (s,) in cat.fetchall("SELECT source FROM posts")}
+        assert sources == set(h.good)
+        sizes = dict(cat.fetchall("SELECT source, width FROM posts"))
+        strip = next(r for r in h.good if r.endswith("strip.png"))
+        assert sizes[f"local:{strip}"] == 1 and any("café ünïcode 絵" in s for s in sizes)
+        cmyk = next(r for r in h.good if r.endswith("cmyk.jpg"))
+        tags = [t for (t,) in cat.fetchall("SELECT tag FROM post_tags JOIN posts ON id = post_id "
+                                           "WHERE source = ? ORDER BY tag", [f"local:{cmyk}"])]
+        assert tags == ["café", "naïve_smile", "‘quoted’"]  # cp1252 read as cp1252, not mojibake
+    finally:
+        cat.close()
