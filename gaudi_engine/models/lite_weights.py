@@ -76,7 +76,8 @@ def load_lite_imagenet(trunk: nn.Module, trunk_init: str, with_classifier: bool 
     src = torch.load(weights_path(trunk_init), map_location="cpu", weights_only=True)
     mapped = map_keys(src, wf.timm_name)
     own = trunk.state_dict()
-    if not with_classifier or "classifier.weight" not in own or own["classifier.weight"].shape != mapped["classifier.weight"].shape:
+    head = own.get("classifier.weight")
+    if not with_classifier or head is None or head.shape != mapped["classifier.weight"].shape:
         mapped = {k: v for k, v in mapped.items() if not k.startswith("classifier.")}
     missing = [k for k in own if k not in mapped and not k.startswith("classifier.")]
     bad = [k for k, v in mapped.items() if k not in own or own[k].shape != v.shape]

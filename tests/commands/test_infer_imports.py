@@ -1,4 +1,4 @@
-"""A CLI `gaudi infer` imports only what it uses: gaudi-lite0 checkpoints load through the lean
+"""A CLI `gaudi infer` imports only what it uses: gaudi-lite0/2 checkpoints load through the lean
 towers (models/lean.py), so neither open_clip nor timm, torchvision or torch._dynamo (~4 s on
 2 cores), and nothing of the catalogue, studio or training stacks."""
 import json
@@ -20,17 +20,17 @@ print("RC=%d" % rc)
 """
 
 
-@pytest.fixture(scope="module")
-def lite0_runs(tmp_path_factory):
+@pytest.fixture(scope="module", params=["gaudi-lite0", "gaudi-lite2"])
+def lite_runs(tmp_path_factory, request):
     from gaudi_engine import synth
     from gaudi_engine.models.checkpoint import save_run_checkpoints
     from gaudi_engine.models.registry import create_align_model
     from gaudi_engine.models.segmenter import TextSegmenter, segmenter_payload
     from gaudi_engine.train.align import align_payload
 
-    root = tmp_path_factory.mktemp("lite0")
+    root = tmp_path_factory.mktemp(request.param)
     torch.manual_seed(0)
-    align = create_align_model("gaudi-lite0", pretrained="none", image_size=64)
+    align = create_align_model(request.param, pretrained="none", image_size=64)
     payload = align_payload(align, ["sky", "grass"], {"sky": ["a blue sky"], "grass": ["green grass"]})
     resume = {"optimizer": {"state": {}, "param_groups": []}, "scheduler": {}, "scaler": {}, "rng": {}}
     save_run_checkpoints(root / "runs" / "align_t" / "checkpoints", {**payload, **resume})
@@ -43,8 +43,8 @@ def lite0_runs(tmp_path_factory):
 
 @pytest.mark.parametrize("ckpt", [["--align-ckpt", "runs/align_t"],  # a run folder -> its model.pt
                                   ["--segmenter-ckpt", "runs/seg_t/checkpoints/model.pt"]])
-def test_cli_infer_imports_only_what_it_uses(lite0_runs, ckpt):
-    root = lite0_runs
+def test_cli_infer_imports_only_what_it_uses(lite_runs, ckpt):
+    root = lite_runs
     # "red_kite" is not in the checkpoint's vocabulary: the tokenizer and the text tower run too
     argv = ["--workspace", str(root), "infer", "--image", str(root / "pic.png"), "--tags", "sky red_kite",
             *ckpt, "--out", str(root / "o.json"), "--viz", str(root / "o.png")]

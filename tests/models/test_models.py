@@ -123,6 +123,18 @@ def test_lite_imagenet_mapping_classifies_chelsea_as_a_cat(variant):
     assert m.preprocess_cfg["mean"] == [0.5, 0.5, 0.5] and m.align_cfg["init"] == f"{variant}_imagenet"
 
 
+def test_lite_weights_of_another_variant_do_not_load():
+    import timm
+
+    from gaudi_engine.models.lite_weights import load_lite_imagenet
+
+    trunk = timm.create_model("efficientnet_lite0", num_classes=0)
+    before = trunk.conv_head.weight.clone()
+    with pytest.raises(GaudiError, match="efficientnet_lite2 ImageNet weights do not fit the trunk"):
+        load_lite_imagenet(trunk, "lite2_imagenet")
+    assert torch.equal(trunk.conv_head.weight, before)  # nothing half-loaded
+
+
 @pytest.mark.parametrize("name", ["gaudi-tiny", "gaudi-lite0", "gaudi-lite2"])
 def test_eval_dense_features_skip_unused_stages(name, tmp_path):
     """In eval mode dense_features stops the trunk after its last dense level: the same numbers as

@@ -155,3 +155,29 @@ def test_bad_input(synth_data, tmp_path, caplog, capsys):
         assert rc == 2 and "no CUDA device" in err and len(err.strip().splitlines()) == 1, err
     with pytest.raises(GaudiError, match="no checkpoint"):
         stage_a.train_align(None, None, tmp_path / "never", resume=True)
+
+
+def test_cli_lite2_one_step(synth_data, tmp_path):
+    """`--model gaudi-lite2` trains from the ImageNet Lite2 trunk and its checkpoint loads through
+    the lean towers (no open_clip) with the trunk a small step away from the ImageNet weights (two
+    steps: the first one's learning rate is warmup's 0)."""
+    from gaudi_engine.models.lean import LeanCLIP
+    from gaudi_engine.models.registry import create_align_model
+
+    train = synth_data / "train"
+    rc = gaudi(["--workspace", str(tmp_path), "train-align", "--manifest", str(train / "manifest.csv"),
+                "--tag-desc", str(train / "tag_descriptions.json"), "--out", "runs/l2", "--model", "gaudi-lite2",
+                "--image-size", "64", "--epochs", "1", "--batch-size", "4", "--max-steps", "2", "--log-every", "1",
+                "--device", "cpu"])
+    assert rc == 0
+    run = tmp_path / "runs" / "l2"
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    losses = [r for r in lines if "loss" in r]
+    assert [r["step"] for r in losses] == [1, 2] and all(np.isfinite(r["loss"]) for r in losses)
+    b = load_align(run / "checkpoints" / "model.pt")
+    assert isinstance(b.model.clip, LeanCLIP)
+    assert b.config["model_name"] == "gaudi-lite2" and b.config["align_cfg"]["init"] == "lite2_imagenet"
+    start = create_align_model("gaudi-lite2", image_size=64).clip.visual.trunk.state_dict()
+    got = b.model.clip.visual.trunk.state_dict()
+    w, w0 = got["blocks.2.2.conv_pwl.weight"], start["blocks.2.2.conv_pwl.weight"]  # a trained level
+    assert not torch.equal(w, w0) and torch.nn.functional.cosine_similarity(w.flatten(), w0.flatten(), 0) > 0.99
