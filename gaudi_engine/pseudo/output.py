@@ -4,7 +4,8 @@ a run resumable, the merged `index.parquet`, and how the posts split into shards
   masks/<post_id>/<tag>.png      accepted masks (0/255, image size)
   rejected/<post_id>/<tag>.png   rejected masks, and rejected parts of accepted ones
   scores/<post_id>/<tag>.png     soft score map (8-bit)
-  parts/shard-I-of-N.jsonl       one line per finished post (its index rows): resumability
+  parts/shard-I-of-N.jsonl       one line per finished post (its index rows), written after the
+                                 post's PNGs: resumability (a killed run's posts without a line are redone)
   index.parquet                  all rows of all parts, sorted by (post_id, tag)
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -94,6 +96,27 @@ def _clean(v):
 def part_line(post_id: int, rows: list[dict]) -> str:
     """One finished post's line in its shard's parts file."""
     return json.dumps({"post_id": post_id, "rows": [{k: _clean(v) for k, v in r.items()} for r in rows]}) + "\n"
+
+
+def open_part(path: Path) -> TextIO:
+    """A shard's parts file opened for appending, after cutting off a last line that a kill left
+    half-written (that post is redone; appended after it, the next line would be spoilt too)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        with open(path, "r+b") as fh:
+            end = fh.seek(0, os.SEEK_END)
+            pos = end
+            while pos > 0:  # back to the last newline, a block at a time (parts files grow large)
+                step = min(1 << 16, pos)
+                fh.seek(pos - step)
+                cut = fh.read(step).rfind(b"\n")
+                if cut >= 0:
+                    pos = pos - step + cut + 1
+                    break
+                pos -= step
+            if pos < end:
+                fh.truncate(pos)
+    return open(path, "a", encoding="utf-8")
 
 
 def done_posts(out: Path) -> set[int]:

@@ -33,7 +33,7 @@ from .calibration import calibrate, calibrate_masks
 from .cam import mutual_pairs, nest_candidates
 from .config import PseudoConfig
 from .labeler import PseudoLabeler
-from .output import done_posts, merge_index, parse_shard, part_line, shard_records, write_post
+from .output import done_posts, merge_index, open_part, parse_shard, part_line, shard_records, write_post
 from .structure import apply_structure, inherit_structure, run_structure
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ def run_pseudolabels(manifest, tag_desc, align_ckpt, out, segmenter_ckpt=None, s
     write_run_config(out, cfg, manifest, align_ckpt, segmenter_ckpt, round_, structure)
     part = out / "parts" / f"shard-{shard_t[0]}-of-{shard_t[1]}.jsonl"
     n_masks = n_acc = skipped = 0
-    with Progress("pseudolabels", total=len(todo), unit="post") as bar, open(part, "a", encoding="utf-8") as fh:
+    with Progress("pseudolabels", total=len(todo), unit="post") as bar, open_part(part) as fh:
         for rec in todo:
             tags = [t for t in dict.fromkeys(rec["tags"]) if t]
             try:

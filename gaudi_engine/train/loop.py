@@ -10,6 +10,9 @@
   each epoch out/checkpoints/model.pt (the model: what infer, pseudolabels and --init-from read)
   and out/checkpoints/last.pt (the same + optimizer, scheduler, scaler, RNG: what --resume reads),
   each atomic; progress bar + "metric" JSONL events; rank 0 writes.
+- SIGKILL-safe: files are replaced whole (temp + os.replace), so a killed run leaves its last
+  epoch's checkpoints intact; --resume redoes the epoch it was in, and first drops the steps it
+  had logged past that checkpoint from metrics.jsonl (TensorBoard: purge_step).
 - `resume=True` restores model, optimizer, scheduler, scaler, epoch, step and RNG from last.pt,
   and forces the saved run config back (except device/workers/resume, which are about this run).
 """
@@ -29,8 +32,10 @@ import torch
 import torch.distributed as dist
 
 from ..errors import GaudiError
+from ..fileio import atomic_write_text
 from ..models.checkpoint import EXPORT_NAME, RESUME_NAME, load_checkpoint, plain_layout, save_run_checkpoints
 from ..progress import Progress
+from .metrics_log import trim_metrics_log
 
 _RUN_LOCAL = ("device", "workers", "resume", "log_every")  # not forced back on resume
 
@@ -237,8 +242,10 @@ def train_loop(cfg: TrainConfig, model: torch.nn.Module, dataset, loss_fn: Calla
     writer = None
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps({**asdict(cfg), "world_size": world,
-                                                     "device_type": device.type}, indent=1, default=str))
+        atomic_write_text(out / "config.json", json.dumps({**asdict(cfg), "world_size": world,
+                                                           "device_type": device.type}, indent=1, default=str))
+        if resume_payload is not None:  # steps a killed run logged past its checkpoint are redone
+            trim_metrics_log(out / "metrics.jsonl", step)
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(out / "tb"), purge_step=step if step else None)

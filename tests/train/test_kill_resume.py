@@ -1,0 +1,107 @@
+"""`gaudi train-align` and `gaudi train-segmenter` killed with SIGKILL mid-epoch and resumed with
+`--resume`: the run goes on from its last checkpoint (not from step 0), ends with the weights of an
+uninterrupted run, its metrics log holds every step once, and no temp file is left behind."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gaudi_engine import synth
+from gaudi_engine.models.checkpoint import load_align, load_checkpoint
+from gaudi_engine.models.segmenter import load_segmenter
+from gaudi_engine.train.align import train_align
+from gaudi_engine.train.segmenter import train_segmenter
+from tests.conftest import run_gaudi_cmd
+from tests.killing import jsonl_records, leftover_temp_files, sigkill_when
+
+EPOCHS = 4
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("kill_train")
+    info = synth.generate(root / "data", 48, seed=0, size=(64, 96), write_gt=True)
+    return root, info
+
+
+def _after_first_epoch(run):
+    """Ready to kill: epoch 0's checkpoint is written (its record follows the checkpoint)."""
+    return lambda: any("epoch_loss" in r for r in jsonl_records(run / "metrics.jsonl"))
+
+
+def _kill_then_resume(args, resume_args, run, tmp_path) -> tuple[int, str, str, int]:
+    """SIGKILL the run after its first checkpoint, then --resume it; also returns the epoch the
+    killed run had saved last (the resumed run must go on after it)."""
+    sigkill_when(args, _after_first_epoch(run), log=tmp_path / "killed.log")
+    saved = load_checkpoint(run / "checkpoints" / "last.pt")["epoch"]
+    assert saved < EPOCHS - 1, "killed after its last epoch: nothing left to resume"
+    rc, out, err = run_gaudi_cmd(*resume_args, timeout=180)
+    return rc, out, err, saved
+
+
+def _assert_resumed(run, prog, stage: str, saved_epoch: int, steps_per_epoch: int, log_every: int) -> None:
+    """The rerun started after the saved checkpoint, and the log holds each step and epoch once."""
+    total = EPOCHS * steps_per_epoch
+    last = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert last["epoch"] == EPOCHS - 1 and last["step"] == total
+    metrics = jsonl_records(run / "metrics.jsonl")
+    logged = [s for s in range(1, total + 1) if s % log_every == 0 or s == total]
+    assert [r["step"] for r in metrics if "loss" in r] == logged
+    assert [r["epoch"] for r in metrics if "epoch_loss" in r] == list(range(EPOCHS))
+    # the resumed run's own progress: it begins where the saved epoch ended, not at step 0
+    events = [r for r in jsonl_records(prog) if r["stage"] == stage]
+    first = next(r for r in events if r["event"] == "progress")
+    assert first["done"] == (saved_epoch + 1) * steps_per_epoch, first
+    assert [r["epoch"] for r in events if "epoch_loss" in r] == list(range(saved_epoch + 1, EPOCHS))
+    assert leftover_temp_files(run) == []
+
+
+def _assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k, v in a.items():
+        assert torch.allclose(v.float(), b[k].float(), atol=1e-5), k
+
+
+def test_train_align_sigkill_then_resume(data, tmp_path):
+    root, info = data
+    run, prog = tmp_path / "runs" / "a", tmp_path / "resume_progress.jsonl"
+    args = ["--workspace", tmp_path, "train-align", "--manifest", info["manifest"], "--tag-desc",
+            info["tag_descriptions"], "--out", run, "--model", "gaudi-tiny", "--image-size", "64",
+            "--epochs", EPOCHS, "--batch-size", "16", "--log-every", "1", "--device", "cpu", "--threads", "1"]
+    rc, out, err, saved = _kill_then_resume(
+        args, ["--workspace", tmp_path, "--progress-jsonl", prog, "train-align", "--out", run, "--resume",
+               "--device", "cpu", "--threads", "1", "--log-every", "1"], run, tmp_path)
+    assert rc == 0, err
+    assert f"train-align: {EPOCHS} epochs, {EPOCHS * 3} steps" in out, out
+    _assert_resumed(run, prog, "train-align", saved, steps_per_epoch=3, log_every=1)
+    torch.set_num_threads(1)
+    train_align(info["manifest"], info["tag_descriptions"], tmp_path / "straight", model_name="gaudi-tiny",
+                image_size=64, epochs=EPOCHS, batch_size=16, device="cpu", log_every=1)
+    assert load_align(run / "checkpoints" / "model.pt").vocab == sorted(synth.SYNTH_TAGS)  # it loads
+    _assert_same_weights(load_checkpoint(tmp_path / "straight" / "checkpoints" / "model.pt")["state_dict"],
+                         load_checkpoint(run / "checkpoints" / "model.pt")["state_dict"])
+
+
+def test_train_segmenter_sigkill_then_resume(data, tmp_path):
+    from gaudi_engine.models.checkpoint import save_checkpoint
+    from gaudi_engine.models.registry import create_align_model
+    from gaudi_engine.train.align import align_payload
+
+    root, info = data
+    torch.manual_seed(0)
+    align = save_checkpoint(tmp_path / "align.pt", align_payload(create_align_model("gaudi-tiny", image_size=64),
+                                                                 list(synth.SYNTH_TAGS), synth.TAG_DESCRIPTIONS))
+    run, prog, gt = tmp_path / "runs" / "s", tmp_path / "resume_progress.jsonl", root / "data" / "gt"
+    common = ["train-segmenter", "--manifest", info["manifest"], "--tag-desc", info["tag_descriptions"],
+              "--gt-masks", gt, "--init-from", align, "--out", run, "--device", "cpu"]
+    rc, out, err, saved = _kill_then_resume(
+        ["--workspace", tmp_path, *common, "--epochs", EPOCHS, "--batch-size", "16"],
+        ["--workspace", tmp_path, "--progress-jsonl", prog, *common, "--resume"], run, tmp_path)
+    assert rc == 0, err
+    _assert_resumed(run, prog, "train-segmenter", saved, steps_per_epoch=3, log_every=10)
+    torch.set_num_threads(1)
+    train_segmenter(info["manifest"], info["tag_descriptions"], None, tmp_path / "straight", EPOCHS,
+                    init_from=align, gt_masks=gt, batch_size=16, device="cpu")
+    load_segmenter(run / "checkpoints" / "model.pt")  # the final checkpoint loads
+    _assert_same_weights(load_checkpoint(tmp_path / "straight" / "checkpoints" / "model.pt")["state_dict"],
+                         load_checkpoint(run / "checkpoints" / "model.pt")["state_dict"])
