@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import signal
-import time
 from pathlib import Path
 
 import orjson
@@ -20,7 +17,7 @@ from gaudi_engine.booru.dump_import import DumpError, import_metadata
 from gaudi_engine.booru.sync import sync_posts
 from gaudi_engine.catalogue import open_catalogue
 from gaudi_engine.workspace import DanbooruSettings, Workspace
-from tests.conftest import gaudi_popen
+from tests.killing import kill_and_rerun, progress_done
 
 POST_COLS = ("id, md5, file_ext, file_size, rating, width, height, file_url, large_file_url, "
              "preview_url, is_deleted, is_banned, source, origin, created_at, general_tags")
@@ -287,25 +284,11 @@ def test_sigkill_mid_import_then_rerun_loses_and_duplicates_nothing(tmp_path):
         write_jsonl(dump / f"part-{i}.jsonl", objs[i * 10_000:(i + 1) * 10_000])
     ws = tmp_path / "ws"
     prog = tmp_path / "progress.jsonl"
-    proc = gaudi_popen("-w", ws, "--progress-jsonl", prog, "import-metadata", dump,
-                       "--batch-size", "1000", "--workers", "0")
-    deadline = time.time() + 60
-    killed_at = None
-    while time.time() < deadline and proc.poll() is None:
-        if prog.exists():
-            done = [json.loads(line).get("done") or 0 for line in prog.read_text().splitlines()
-                    if '"progress"' in line]
-            if done and max(done) >= 12_000:  # into the second shard
-                os.kill(proc.pid, signal.SIGKILL)
-                killed_at = max(done)
-                break
-        time.sleep(0.02)
-    proc.wait(timeout=30)
-    assert killed_at is not None, "the import finished before it could be killed"
-    assert proc.returncode == -signal.SIGKILL
-    proc = gaudi_popen("-w", ws, "import-metadata", dump, "--batch-size", "1000", "--workers", "0")
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
+    args = ["-w", ws, "import-metadata", dump, "--batch-size", "1000", "--workers", "0"]
+    rc, out, err = kill_and_rerun(["--progress-jsonl", prog, *args],
+                                  lambda: progress_done(prog) >= 12_000,  # into the second shard
+                                  log=tmp_path / "killed.log", rerun_args=args)
+    assert rc == 0, err
     assert "already imported, skipped" in out and not out.startswith("import-metadata: 0 posts")
     cat = open_catalogue(Workspace(ws).catalogue_path)
     try:
