@@ -21,7 +21,7 @@ from ..errors import GaudiError
 from ..progress import Progress
 from ..tags import SidecarReader
 from .images import IMAGE_EXTS, ImageError, verify_image
-from .media import upsert_media
+from .media import remove_stale_parts, upsert_media
 
 ID_BASE = 1 << 40
 BATCH = 500
@@ -44,6 +44,7 @@ def _copy_into(data: bytes, target: Path) -> None:
     if target.is_file() and target.stat().st_size == len(data):
         return
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_parts(target.parent, target.stem)  # a copy a killed import never finished
     tmp = target.parent / f".{target.name}.{os.getpid()}.part"
     try:
         tmp.write_bytes(data)

@@ -173,7 +173,8 @@ def _sweep_temp_files(images_dir: Path) -> int:
     return removed
 
 
-def _remove_stale(folder: Path, md5: str) -> None:
+def remove_stale_parts(folder: Path, md5: str) -> None:
+    """Remove the hidden temp files (`.md5.*.part`) that a killed writer of this picture left."""
     for stale in folder.glob(f".{md5}.*.part"):
         try:
             stale.unlink()
@@ -235,7 +236,7 @@ def fetch_one(ws, client, job: MediaJob, tries: int = 4, adopt: bool = True) -> 
     """Bring one md5 onto disk; returns its `media` row (+ `adopted`). Runs in a worker thread."""
     target = ws.image_path(job.md5, job.ext)
     target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale(target.parent, job.md5)
+    remove_stale_parts(target.parent, job.md5)
     row = {"md5": job.md5, "path": ws.rel(target), "bytes": None, "status": "failed", "error": None}
     if adopt and target.is_file():
         try:  # left by a run killed after the rename but before its row was written
