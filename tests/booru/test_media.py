@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import signal
 import time
 
 import pytest
@@ -19,8 +18,8 @@ from gaudi_engine.catalogue.queries import counts
 from gaudi_engine.catalogue.store import upsert_posts
 from gaudi_engine.errors import GaudiError
 from gaudi_engine.workspace import DanbooruSettings
-from tests.conftest import gaudi_popen
 from tests.fakes.danbooru import FaultPlan, tiny_png
+from tests.killing import sigkill_when
 
 
 def store_booru_posts(cat, booru: LocalBooru) -> list[dict]:
@@ -207,18 +206,15 @@ def test_sigkill_halfway_then_resume(workspace, booru, run_gaudi):
     jsonl = workspace.root / "fetch.jsonl"
     args = ["--workspace", workspace.root, "fetch-images", "--max-workers", "2",
             "--progress-jsonl", jsonl]
-    proc = gaudi_popen(*args)
-    deadline = time.time() + 60
-    done, total = 0, None
-    while time.time() < deadline and proc.poll() is None:
-        done, total, elapsed = _progress(jsonl)
-        # past 40% and past one flush interval, so some rows are committed when we kill
-        if total and done >= total * 0.4 and elapsed > media_mod.FLUSH_SECONDS * 1.3:
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, f"finished before the kill: {proc.communicate()}"
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=10)
+    seen = {}
+
+    def ready() -> bool:  # past 40% and past one flush interval, so some rows are committed
+        seen["done"], seen["total"], elapsed = _progress(jsonl)
+        total = seen["total"]
+        return bool(total) and seen["done"] >= total * 0.4 and elapsed > media_mod.FLUSH_SECONDS * 1.3
+
+    sigkill_when(args, ready, log=workspace.root / "killed.log", timeout=60)
+    done, total = seen["done"], seen["total"]
     assert total and 0 < done < total
 
     cat = open_catalogue(workspace.catalogue_path)

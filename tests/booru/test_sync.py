@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import time
 
 import pytest
 
@@ -13,8 +10,9 @@ from gaudi_engine.booru.sync import build_query, sync_posts, sync_tags, sync_wik
 from gaudi_engine.catalogue import open_catalogue
 from gaudi_engine.errors import GaudiError, RemoteError
 from gaudi_engine.workspace import DanbooruSettings
-from tests.conftest import gaudi_popen
+from tests.conftest import run_gaudi_cmd
 from tests.fakes.danbooru import Fault, FaultPlan, add_fake_posts
+from tests.killing import progress_done, sigkill_when
 
 
 def client_for(b, max_tries=8) -> DanbooruClient:
@@ -139,44 +137,22 @@ def test_sync_tags_and_wiki(booru, workspace, catalogue):
     assert sync_wiki(catalogue, c)["requested"] == 0 and len(b.requests) == n_req  # nothing to ask
 
 
-def _progress_done(path) -> int:
-    done = 0
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    continue  # a line being written
-                if rec.get("stage") == "sync" and rec.get("event") == "progress":
-                    done = max(done, rec["done"])
-    return done
-
-
 def test_sigkill_halfway_then_rerun_gives_exact_catalogue(booru, workspace, tmp_path):
     b = booru(540, seed=12, banned=0.04, deleted=0.04, mp4=0.03)
     b.faults = FaultPlan(rate=0.1, seed=13, latency=0.06)
     args = ["--workspace", workspace.root, "sync", "--base-url", b.url, "--page-size", "20",
             "--rps", "0", "--backoff", "0.01", "--max-tries", "10"]
     jsonl = tmp_path / "progress.jsonl"
-    proc = gaudi_popen(*args, "--progress-jsonl", jsonl)
-    deadline = time.monotonic() + 60
-    while _progress_done(jsonl) <= 200:
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    assert proc.poll() is None  # still running: this is a kill halfway
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=30)
+    sigkill_when([*args, "--progress-jsonl", jsonl], lambda: progress_done(jsonl, "sync") > 200,
+                 log=tmp_path / "killed.log", timeout=60)
     cat = open_catalogue(workspace.catalogue_path)
     stored = cat.scalar("SELECT count(*) FROM posts")
     assert 200 < stored < 540
     assert cat.scalar("SELECT posts_seen FROM sync_state") == stored  # state and posts agree
     cat.close()
     b.faults.latency = 0
-    proc = gaudi_popen(*args)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
+    rc, out, err = run_gaudi_cmd(*args, timeout=60)
+    assert rc == 0, err
     assert f"stored {540 - stored} posts" in out
     cat = open_catalogue(workspace.catalogue_path)
     try:

@@ -4,8 +4,6 @@ vector store reused across runs."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import time
 from pathlib import Path
 
@@ -18,7 +16,8 @@ from gaudi_engine.text.shortlist import ShortlistBuilder
 from gaudi_engine.text.spm import load_vocab
 from gaudi_engine.text.tag_tokens import run_tag_tokens, select_tags
 from gaudi_engine.text.vector_store import ensure_vector_store
-from tests.conftest import gaudi_popen, run_gaudi_cmd
+from tests.conftest import run_gaudi_cmd
+from tests.killing import count_lines, sigkill_when
 from tests.fakes.openai_server import OUTSIDE_PIECE, FakeOpenAI
 
 KEY = "sk-test-abcdefghijklmnop"
@@ -206,15 +205,8 @@ def test_resume_after_sigkill(tmp_path):
     args = ["tag-tokens", "--tags-json", tags, "--spm-vocab", vocab, "--out-dir", out,
             "--model", "gpt-test", "--concurrency", "2", "--provider", "openai"]
     try:
-        proc = gaudi_popen(*args, env=env)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            done = (out / "done.txt").read_text().split() if (out / "done.txt").exists() else []
-            if len(done) >= 4:
-                break
-            time.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+        sigkill_when(args, lambda: count_lines(out / "done.txt") >= 4, log=tmp_path / "killed.log",
+                     timeout=30, env=env)
         first = read_jsonl(out / "results.jsonl")
         assert 4 <= len(first) < len(GENERAL), "the kill came too late to test resuming"
         rc, stdout, stderr = run_gaudi_cmd(*args, env=env, timeout=60)
