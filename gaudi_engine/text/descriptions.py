@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from ..catalogue.db import Catalogue, registered
 from ..errors import GaudiError
+from .descriptions_json import read_descriptions_json
 from .dtext import first_sentences
 
 SOURCES = ("user", "wiki", "llm")
@@ -117,22 +118,8 @@ def add_descriptions(cat: Catalogue, tag: str, texts: Iterable[str], source: str
 def import_json(cat: Catalogue, path: str | Path) -> dict[str, int]:
     """Import `{tag: [desc, ...]}` (a single string per tag is accepted) as user descriptions:
     each tag in the file gets exactly the file's list; other tags are untouched."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise GaudiError(f"no such file: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise GaudiError(f"cannot read {path}: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise GaudiError(f"{path} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
-    if not isinstance(data, dict):
-        raise GaudiError(f"{path}: expected a JSON object {{tag: [description, ...]}}")
     updates: dict[str, list[tuple[str, str]]] = {}
-    for tag, value in data.items():
-        texts = [value] if isinstance(value, str) else value
-        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-            raise GaudiError(f"{path}: the value for {tag!r} must be a list of strings")
+    for tag, texts in read_descriptions_json(path).items():
         tag = tag.strip()
         if tag:
             updates[tag] = [(t, "user") for t in _clean(texts)]

@@ -5,7 +5,6 @@ on tensors, so data loading never bounds the step time on small CPU runs."""
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 from pathlib import Path
@@ -62,22 +61,13 @@ def load_tag_descriptions(path: str | os.PathLike | None) -> dict[str, list[str]
     """`{tag: [description, ...]}` (a bare string is one description). None → no descriptions."""
     if path is None:
         return {}
+    from ..text.descriptions_json import read_descriptions_json
+
     path = Path(path)
     if not path.is_file():
         raise GaudiError(f"tag descriptions file not found: {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise GaudiError(f"{path} is not valid JSON: {str(exc).splitlines()[0]}") from exc
-    if not isinstance(data, dict):
-        raise GaudiError(f"{path} must hold a JSON object {{tag: [description, ...]}}")
-    out: dict[str, list[str]] = {}
-    for tag, v in data.items():
-        texts = [v] if isinstance(v, str) else v
-        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-            raise GaudiError(f"{path}: descriptions of '{tag}' must be a string or a list of strings")
-        out[str(tag).strip().replace(" ", "_")] = [t.strip() for t in texts if t.strip()]
-    return out
+    return {str(tag).strip().replace(" ", "_"): [t.strip() for t in texts if t.strip()]
+            for tag, texts in read_descriptions_json(path).items()}
 
 
 def warn_missing_descriptions(tags: list[str], descriptions: dict[str, list[str]]) -> list[str]:
