@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -49,20 +50,28 @@ def count_lines(path: str | os.PathLike) -> int:
     return path.read_bytes().count(b"\n") if path.exists() else 0
 
 
+@dataclass
+class Killed:
+    seconds: float        # how long the command ran
+    children: list[int]   # its child processes just before the kill (see `assert_ended`)
+
+
 def sigkill_when(args: Sequence, ready: Callable[[], bool], *, log: str | os.PathLike, timeout: float = 90,
-                 env: dict[str, str] | None = None) -> float:
-    """Run `gaudi *args` until `ready()` is true, then SIGKILL it. Returns the seconds it ran.
-    Fails the test when the command ends first (too short to be killed: the test proves nothing)
-    or never gets ready."""
+                 env: dict[str, str] | None = None) -> Killed:
+    """Run `gaudi *args` until `ready()` is true, then SIGKILL it (that process only, as `kill -9
+    PID` does). Fails the test when the command ends first (too short to be killed: the test
+    proves nothing) or never gets ready."""
     log = Path(log)
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
+    children: list[int] = []
     with open(log, "w", encoding="utf-8") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "gaudi_engine", *map(str, args)], stdout=fh, stderr=fh,
                                 env=gaudi_env(env), cwd=REPO_ROOT)
         try:
             while proc.poll() is None and time.monotonic() - t0 < timeout:
                 if ready():
+                    children = child_pids(proc.pid)
                     os.kill(proc.pid, signal.SIGKILL)
                     break
                 time.sleep(POLL_S)
@@ -76,7 +85,7 @@ def sigkill_when(args: Sequence, ready: Callable[[], bool], *, log: str | os.Pat
                 proc.kill()
             proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL, (proc.returncode, _tail(log))
-    return time.monotonic() - t0
+    return Killed(time.monotonic() - t0, children)
 
 
 def kill_and_rerun(args: Sequence, ready: Callable[[], bool], *, log: str | os.PathLike,
@@ -86,6 +95,39 @@ def kill_and_rerun(args: Sequence, ready: Callable[[], bool], *, log: str | os.P
     to the end; returns the rerun's (returncode, stdout, stderr)."""
     sigkill_when(args, ready, log=log, timeout=timeout, env=env)
     return run_gaudi_cmd(*(args if rerun_args is None else rerun_args), env=env, timeout=timeout * 2)
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (Linux /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return sorted(out)
+
+
+def running(pid: int) -> bool:
+    """True while `pid` runs (a zombie waiting to be reaped has ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def assert_ended(pids: Sequence[int], within: float = 10) -> None:
+    """Every process in `pids` ends within `within` seconds (workers must not outlive a killed
+    command: they would go on writing beside its rerun). Ends any still running, then fails."""
+    deadline = time.monotonic() + within
+    while any(running(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(POLL_S)
+    alive = [p for p in pids if running(p)]
+    for p in alive:
+        os.kill(p, signal.SIGKILL)
+    assert not alive, f"processes {alive} outlived the command that started them"
 
 
 def leftover_temp_files(root: str | os.PathLike) -> list[Path]:

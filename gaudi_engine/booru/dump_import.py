@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 from ..catalogue import tag_index
 from ..catalogue.db import Catalogue
 from ..catalogue.store import post_tables, read_sync_state, write_post_tables, write_sync_state
+from ..child_process import die_with_parent
 from ..errors import GaudiError
 from ..progress import Progress
 from .posts import loads, parse_post
@@ -270,7 +271,8 @@ def import_metadata(cat: Catalogue, path: str | os.PathLike, origin: str = DEFAU
     writer.summary.update(shards=len(shards), skipped_shards=len(shards) - len(pending))
     pool = None
     if workers > 0 and pending:
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=die_with_parent, initargs=(os.getpid(),))  # a kill -9 ends them too
     # in order: (shard, records, parsed tables or their future) per chunk; (shard, 0, None) ends
     # a shard. The queue runs across shards so the workers never wait at a shard's end, and
     # looks a whole transaction ahead so they parse while this process writes.

@@ -100,6 +100,7 @@ def _pseudo_config(args, ws):
 
 
 def cmd_pseudolabels(args) -> int:
+    from ..child_process import dies_with_this_process
     from ..cli import workspace_of
     from ..errors import GaudiError
     from ..pseudo.output import merge_index, parse_shard
@@ -129,7 +130,8 @@ def cmd_pseudolabels(args) -> int:
         for j in range(args.workers):
             sub = base + ["--shard", f"{i * args.workers + j}/{n * args.workers}"]
             env = dict(os.environ, OMP_NUM_THREADS="1")
-            procs.append(subprocess.Popen([sys.executable, "-m", "gaudi_engine", *sub], env=env))
+            procs.append(subprocess.Popen([sys.executable, "-m", "gaudi_engine", *sub], env=env,
+                                          preexec_fn=dies_with_this_process()))  # a kill -9 ends them too
         codes = [p.wait() for p in procs]
         if any(codes):
             raise GaudiError(f"{sum(1 for c in codes if c)} of {args.workers} workers failed; rerun to resume")

@@ -12,7 +12,8 @@ import torch
 from gaudi_engine import synth
 from gaudi_engine.pseudo.config import PseudoConfig
 from gaudi_engine.pseudo.run import run_pseudolabels
-from tests.killing import count_lines, files_under, kill_and_rerun, leftover_temp_files
+from tests.conftest import run_gaudi_cmd
+from tests.killing import assert_ended, count_lines, files_under, kill_and_rerun, leftover_temp_files, sigkill_when
 
 N_POSTS, CALIB = 12, 4  # a small calibration sample: most posts are labelled in the main pass
 PART = "parts/shard-0-of-1.jsonl"
@@ -76,3 +77,25 @@ def test_a_line_cut_by_a_kill_is_redone_not_glued_to_the_next(setup, tmp_path):
     assert sorted(json.loads(x)["post_id"] for x in part.read_text().splitlines()) == list(range(1, N_POSTS + 1))
     pd.testing.assert_frame_equal(pd.read_parquet(run / "index.parquet"),
                                   pd.read_parquet(root / "straight" / "index.parquet"))
+
+
+def test_pseudolabels_workers_end_with_a_killed_command_and_the_rerun_completes(setup, tmp_path):
+    """`--workers 2` runs two shard processes: `kill -9` of the command ends them too (they would
+    go on writing the run beside the rerun), and the rerun ends with the uninterrupted run's rows."""
+    root, info = setup
+    run = tmp_path / "pm"
+    args = ["--workspace", tmp_path, "pseudolabels", "--manifest", info["manifest"], "--tag-desc",
+            info["tag_descriptions"], "--align-ckpt", root / "align.pt", "--out", run, "--workers", "2",
+            "--set", f"validators.calib_sample={CALIB}"]
+    killed = sigkill_when(args, lambda: sum(count_lines(p) for p in run.glob("parts/*.jsonl")) >= 2,
+                          log=tmp_path / "killed.log")
+    assert len(killed.children) == 2
+    assert_ended(killed.children)
+    rc, out, err = run_gaudi_cmd(*args, timeout=180)
+    assert rc == 0, err
+    lines = [json.loads(x) for p in run.glob("parts/*.jsonl") for x in p.read_text().splitlines()]
+    assert sorted(x["post_id"] for x in lines) == list(range(1, N_POSTS + 1))  # each post once
+    pd.testing.assert_frame_equal(pd.read_parquet(run / "index.parquet"),
+                                  pd.read_parquet(root / "straight" / "index.parquet"))
+    assert _outputs(run) == _outputs(root / "straight")
+    assert leftover_temp_files(run) == []
