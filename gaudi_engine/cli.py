@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "align_commands",
     "learning_commands",
     "pseudo_export_commands",
+    "run_commands",
     "bench_commands",
     "demo_commands",
     "token_commands",

@@ -1,54 +1,54 @@
-"""Read-only views of a workspace's runs for the studio (no UI code): runs and checkpoints,
-pseudo-mask runs and their masks (their exports: gaudi_engine/pseudo/export.py).
+"""Read-only views of a workspace's runs for the studio (no UI code): the runs table (with each
+run's lineage), checkpoints, pseudo-mask runs (finished, and in progress with their count so far)
+and their masks (their exports: gaudi_engine/pseudo/export.py). Run kinds, names and "the newest
+run of a kind" are `gaudi_engine/runs.py`'s.
 """
 from __future__ import annotations
 
 import json
-import re
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from . import runs as runs_mod
 from .errors import GaudiError
 from .catalogue.manifest import manifest_images  # noqa: F401 (the studio reads it from here)
 from .workspace import Workspace
 
-RUN_KINDS = {"align": "Stage A (align)", "pseudomasks": "pseudo-masks", "seg": "Stage B (segmenter)"}
+RUNS_COLUMNS = ["run", "kind", "status", "made from", "created", "modified", "checkpoints", "metrics"]
 
 
-def run_kind(name: str) -> str:
-    return name.split("_", 1)[0] if "_" in name else name
-
-
-def _natural(name: str) -> tuple:
-    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
+def _when(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
 
 
 def list_runs(ws: Workspace) -> list[dict[str, Any]]:
-    """Every run folder under runs/ (jobs' own folder aside), newest first, with checkpoints."""
+    """Every run under runs/ (`runs.list_runs`), newest first: status, what it was made from (its
+    lineage), when it was created and last changed, its checkpoints and last metrics."""
     rows = []
-    if not ws.runs_dir.exists():
-        return rows
-    for d in ws.runs_dir.iterdir():
-        if not d.is_dir() or d.name.startswith((".", "_")):
-            continue
-        ckpts = sorted(d.glob("checkpoints/*.pt"), key=_checkpoint_order) + sorted(d.glob("*.pt"))
-        metrics = _last_metrics(d)
+    for r in runs_mod.list_runs(ws):
+        metrics = _last_metrics(r.path)
         rows.append({
-            "run": d.name,
-            "kind": RUN_KINDS.get(run_kind(d.name), run_kind(d.name)),
-            "checkpoints": ", ".join(ws.rel(p) + (" (resume)" if _is_resume_state(p) else "") for p in ckpts),
-            "modified": time.strftime("%Y-%m-%d %H:%M", time.localtime(d.stat().st_mtime)),
+            "run": r.name,
+            "kind": runs_mod.KINDS.get(r.kind) or runs_mod.FAMILIES.get(r.family, r.family),
+            "status": _status_text(r),
+            "made from": runs_mod.made_from(r),
+            "created": _when(r.created),
+            "modified": _when(r.modified),
+            "checkpoints": ", ".join(ws.rel(p) + (" (resume)" if _is_resume_state(p) else "") for p in r.checkpoints),
             "metrics": ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                  for k, v in metrics.items())[:120],
-            "_mtime": d.stat().st_mtime,
         })
-    rows.sort(key=lambda r: r["_mtime"], reverse=True)
-    for r in rows:
-        r.pop("_mtime")
     return rows
+
+
+def _status_text(r: "runs_mod.RunInfo") -> str:
+    if r.status in ("running", "partial") and r.family == "pseudomasks":
+        done, total = pseudomask_progress(r.path, r.lineage)
+        return f"{r.status} {done}/{total or '?'}"
+    return r.status
 
 
 def _last_metrics(run_dir: Path) -> dict[str, Any]:
@@ -70,38 +70,47 @@ def _last_metrics(run_dir: Path) -> dict[str, Any]:
     return {k: v for k, v in last.items() if isinstance(v, (int, float)) and k not in ("time",)}
 
 
-def _checkpoint_order(p: Path) -> tuple[int, str]:
-    """model.pt (the model) first, then last.pt (an older run's only one), then others by name."""
-    return ({"model.pt": 0, "last.pt": 1}.get(p.name, 2), p.name)
-
-
 def _is_resume_state(p: Path) -> bool:
     """last.pt beside a model.pt: the same model + optimizer state, only for --resume."""
     return p.name == "last.pt" and (p.parent / "model.pt").is_file()
 
 
-def checkpoints(ws: Workspace, kind: str) -> list[str]:
-    """Checkpoints of runs of one kind (`align`, `seg`), newest run first, `model.pt` first (a run
+def checkpoints(ws: Workspace, family: str) -> list[str]:
+    """Checkpoints of runs of one family (`align`, `seg`), newest run first, `model.pt` first (a run
     from before model.pt existed: its `last.pt`); a last.pt beside a model.pt is left out (the
-    same model + resume state)."""
-    out: list[tuple[float, tuple[int, str], str]] = []
-    for d in ws.runs_dir.glob(f"{kind}_*"):
-        for p in d.glob("checkpoints/*.pt"):
-            if not _is_resume_state(p):
-                out.append((d.stat().st_mtime, _checkpoint_order(p), ws.rel(p)))
-    out.sort(key=lambda t: (-t[0], t[1], t[2]))
-    return [t[2] for t in out]
+    same model + resume state). Runs still being written are left out."""
+    return [ws.rel(p) for r in runs_mod.list_runs(ws, family=family) if r.status != "running"
+            for p in r.checkpoints if p.parent.name == "checkpoints" and not _is_resume_state(p)]
 
 
-def latest_checkpoint(ws: Workspace, kind: str) -> str | None:
-    found = checkpoints(ws, kind)
+def latest_checkpoint(ws: Workspace, family: str) -> str | None:
+    found = checkpoints(ws, family)
     return found[0] if found else None
 
 
 def pseudomask_runs(ws: Workspace) -> list[str]:
-    """Pseudo-mask runs that have an index, highest version first."""
-    runs = [d.name for d in ws.runs_dir.glob("pseudomasks_*") if (d / "index.parquet").exists()]
-    return sorted(runs, key=_natural, reverse=True)
+    """Finished pseudo-mask runs (with an index), newest first."""
+    return [r.name for r in runs_mod.list_runs(ws, family="pseudomasks")
+            if (r.path / "index.parquet").exists() and r.status not in ("running", "partial")]
+
+
+def pseudomask_runs_in_progress(ws: Workspace) -> list[tuple[str, int, int | None]]:
+    """(name, posts done, posts expected) of each pseudo-mask run a process is writing now."""
+    out = []
+    for r in runs_mod.list_runs(ws, family="pseudomasks"):
+        if r.status in ("running", "partial"):
+            out.append((r.name, *pseudomask_progress(r.path, r.lineage)))
+    return out
+
+
+def pseudomask_progress(run_dir: Path, lineage: dict | None) -> tuple[int, int | None]:
+    """(posts finished so far, posts expected) of a pseudo-mask run: one line per finished post in
+    its parts files (counted, not parsed: a run can be large)."""
+    done = 0
+    for part in run_dir.glob("parts/*.jsonl"):
+        with open(part, "rb") as fh:
+            done += sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+    return done, ((lineage or {}).get("expected") or {}).get("posts")
 
 
 def _read_mask(path: Path) -> np.ndarray | None:

@@ -43,11 +43,13 @@ def cmd_train_align(args) -> int:
 
     from ..cli import workspace_of
     from ..errors import GaudiError
+    from ..lineage import input_records, recorded_run
+    from ..runs import ALIGN, output_folder, prepare_training_out
     from ..train.align import train_align
+    from .run_commands import command_settings
 
     _warnings_to_stderr()
     ws = workspace_of(args)
-    out = Path(args.out) if Path(args.out).is_absolute() else ws.root / args.out
     manifest = _in_path(ws, args.manifest)
     tag_desc = _in_path(ws, args.tag_desc)
     if not args.resume:
@@ -57,15 +59,21 @@ def cmd_train_align(args) -> int:
             raise GaudiError(f"--manifest {args.manifest}: file not found")
         if tag_desc is not None and not tag_desc.is_file():
             raise GaudiError(f"--tag-desc {args.tag_desc}: file not found")
+    out = output_folder(ws, args.out, ALIGN, resume=args.resume)
+    prepare_training_out(ws, out, resume=args.resume, overwrite=args.overwrite)
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    summary = train_align(manifest, tag_desc, out, model_name=args.model, pretrained=args.pretrained,
-                          image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size,
-                          lr=args.lr, device=args.device, resume=args.resume, seed=args.seed,
-                          workers=args.workers, max_steps=args.max_steps, log_every=args.log_every,
-                          workspace_root=ws.root)
+    pretrained = _in_path(ws, args.pretrained) if args.pretrained and Path(args.pretrained).suffix else None
+    inputs = input_records(ws, {"manifest": manifest, "tag_desc": tag_desc,
+                                "pretrained": pretrained if pretrained and pretrained.is_file() else None})
+    with recorded_run(out, "train-align", inputs, command_settings(args), resume=args.resume):
+        summary = train_align(manifest, tag_desc, out, model_name=args.model, pretrained=args.pretrained,
+                              image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size,
+                              lr=args.lr, device=args.device, resume=args.resume, seed=args.seed,
+                              workers=args.workers, max_steps=args.max_steps, log_every=args.log_every,
+                              workspace_root=ws.root)
     if int(os.environ.get("RANK", 0)) == 0:
         skipped = f", {summary['skipped_images']} unreadable images skipped" if summary["skipped_images"] else ""
         print(f"train-align: {summary['epochs']} epochs, {summary['steps']} steps, {summary['images']} images, "
@@ -82,10 +90,14 @@ def register(add_command) -> None:
                     "from image-level general tags and their descriptions (multi-label sigmoid loss over a "
                     "pooled similarity map). Runs unchanged under `torchrun --nproc_per_node N`.\n\n"
                     "example: gaudi train-align --manifest data/manifest.csv --tag-desc data/tag_descriptions.json "
-                    "--out runs/align_s1")
+                    "(writes a new run: runs/align_s1, runs/align_s1-002, ...)")
     p.add_argument("--manifest", help="manifest CSV (post_id,image_path,tags,...)")
     p.add_argument("--tag-desc", help="tag descriptions JSON {tag: [description, ...]}")
-    p.add_argument("--out", default="runs/align_s1", help="run folder (default: runs/align_s1)")
+    p.add_argument("--out", default=None,
+                   help="run folder (default: a new run, runs/align_s1, then runs/align_s1-002, ...; with "
+                        "--resume: the newest align_s1 run)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the trained run already in --out (without it such a folder is refused)")
     p.add_argument("--epochs", type=int, default=None, help="epochs (default 14)")
     p.add_argument("--batch-size", type=int, default=None, help="global batch size (default 32)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 2e-3)")
@@ -95,7 +107,8 @@ def register(add_command) -> None:
                    help="open_clip pretrained tag or a local weights file; 'none' = random init")
     p.add_argument("--image-size", type=int, default=None, help="training resolution (default: the model's)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (auto: CUDA with AMP when available)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoints/last.pt")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out (default: the newest align_s1 run) from checkpoints/last.pt")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers (images are cached in memory)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")

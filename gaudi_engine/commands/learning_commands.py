@@ -103,8 +103,12 @@ def cmd_pseudolabels(args) -> int:
     from ..child_process import dies_with_this_process
     from ..cli import workspace_of
     from ..errors import GaudiError
+    from ..lineage import input_records, recorded_run
     from ..pseudo.output import merge_index, parse_shard
     from ..pseudo.run import run_pseudolabels, write_run_config
+    from ..runs import PSEUDO_V1, PSEUDO_V2, output_folder, prepare_labelling_out
+    from ..train.data import read_manifest
+    from .run_commands import command_settings
 
     _warnings_to_stderr()
     ws = workspace_of(args)
@@ -112,9 +116,16 @@ def cmd_pseudolabels(args) -> int:
     tag_desc = _required_file(_in_path(ws, args.tag_desc), "--tag-desc") if args.tag_desc else None
     align = _checkpoint_file(ws, args.align_ckpt, "--align-ckpt")
     seg = _checkpoint_file(ws, args.segmenter_ckpt, "--segmenter-ckpt")
-    out = _out_path(ws, args.out)
     shard = parse_shard(args.shard)
     cfg = _pseudo_config(args, ws)
+    if not args.out and shard[1] > 1:
+        raise GaudiError("--shard needs --out (every shard writes the same run)")
+    n_posts = len(read_manifest(manifest))
+    inputs = input_records(ws, {"manifest": manifest, "tag_desc": tag_desc, "align_ckpt": align,
+                                "segmenter_ckpt": seg})
+    settings = {**command_settings(args), "pseudo": cfg.to_dict()}
+    out = output_folder(ws, args.out, PSEUDO_V2 if seg else PSEUDO_V1)
+    prepare_labelling_out(ws, out, inputs, settings, overwrite=args.overwrite and shard[1] == 1)
     if args.workers and args.workers > 1:
         # each worker is a sub-shard of this shard (contiguous chunks nest exactly) and reads the
         # run's settings from its config.json, written here first
@@ -138,8 +149,11 @@ def cmd_pseudolabels(args) -> int:
         rows = merge_index(out)
         print(f"pseudolabels: {args.workers} workers done; index.parquet has {rows} rows ({ws.rel(out)})")
         return 0
-    summary = run_pseudolabels(manifest, tag_desc, align, out, segmenter_ckpt=seg, shard=shard,
-                               device=_device(args.device), config=cfg, limit=args.limit)
+    expected = {"posts": min(n_posts, args.limit) if args.limit and shard[1] == 1 else n_posts}
+    # a rerun goes on labelling the same run (resume=True: it keeps an input left out this time)
+    with recorded_run(out, "pseudolabels", inputs, settings, resume=True, shard=shard, expected=expected):
+        summary = run_pseudolabels(manifest, tag_desc, align, out, segmenter_ckpt=seg, shard=shard,
+                                   device=_device(args.device), config=cfg, limit=args.limit)
     print(f"pseudolabels: {summary['processed']} posts labelled, {summary['skipped_done']} already done, "
           f"{summary['skipped_unreadable']} unreadable; {summary['accepted']}/{summary['masks']} masks accepted; "
           f"index.parquet has {summary['index_rows']} rows ({ws.rel(out)})")
@@ -149,7 +163,10 @@ def cmd_pseudolabels(args) -> int:
 def cmd_train_segmenter(args) -> int:
     from ..cli import workspace_of
     from ..errors import GaudiError
+    from ..lineage import input_records, recorded_run
+    from ..runs import output_folder, prepare_training_out
     from ..train.segmenter import train_segmenter
+    from .run_commands import command_settings
 
     _warnings_to_stderr()
     ws = workspace_of(args)
@@ -162,13 +179,31 @@ def cmd_train_segmenter(args) -> int:
     if gt is not None and not gt.is_dir():
         raise GaudiError(f"--gt-masks {gt}: not a folder")
     init = _checkpoint_file(ws, args.init_from, "--init-from")
-    summary = train_segmenter(manifest=manifest, tag_desc=tag_desc, pseudomasks=pm, out=_out_path(ws, args.out),
-                              epochs=args.epochs, init_from=init, gt_masks=gt, batch_size=args.batch_size,
-                              lr=args.lr, device=args.device, resume=args.resume, seed=args.seed,
-                              workers=args.workers)
+    out = output_folder(ws, args.out, _segmenter_kind(pm, gt), resume=args.resume)
+    prepare_training_out(ws, out, resume=args.resume, overwrite=args.overwrite)
+    inputs = input_records(ws, {"manifest": manifest, "tag_desc": tag_desc, "pseudomasks": pm,
+                                "init_from": init, "gt_masks": gt})
+    with recorded_run(out, "train-segmenter", inputs, command_settings(args), resume=args.resume):
+        summary = train_segmenter(manifest=manifest, tag_desc=tag_desc, pseudomasks=pm, out=out,
+                                  epochs=args.epochs, init_from=init, gt_masks=gt, batch_size=args.batch_size,
+                                  lr=args.lr, device=args.device, resume=args.resume, seed=args.seed,
+                                  workers=args.workers)
     print(f"train-segmenter: {summary.get('epochs', args.epochs)} epochs, final loss "
           f"{summary.get('loss', float('nan')):.4f}; checkpoint {ws.rel(summary['checkpoint'])}")
     return 0
+
+
+def _segmenter_kind(pseudomasks: Path | None, gt_masks: Path | None) -> str:
+    """seg_s2 on round-2 pseudo-masks, seg_s1 on round 1's, seg_oracle on ground truth."""
+    from ..runs import SEG_ORACLE, SEG_S1, SEG_S2
+
+    if gt_masks is not None:
+        return SEG_ORACLE
+    try:
+        round_ = json.loads((pseudomasks / "config.json").read_text()).get("round", 1)
+    except (OSError, ValueError, TypeError):
+        round_ = 1
+    return SEG_S2 if round_ == 2 else SEG_S1
 
 
 def cmd_infer(args) -> int:
@@ -229,7 +264,11 @@ def register(add_command) -> None:
                    help="Stage A checkpoint: runs/align_s1/checkpoints/model.pt (or the run folder)")
     p.add_argument("--segmenter-ckpt", help="round 2: a Stage B checkpoint (checkpoints/model.pt) whose probabilities "
                    "(>= 0.5, averaged in regions) replace the CAM's maps (self-training)")
-    p.add_argument("--out", required=True, help="output folder, e.g. runs/pseudomasks_v1")
+    p.add_argument("--out", help="output folder (default: a new run, runs/pseudomasks_v1 or, with "
+                   "--segmenter-ckpt, runs/pseudomasks_v2; then -002, -003...). An existing run there goes on "
+                   "(finished posts are skipped) when made from the same inputs and settings")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run in --out when it was made from other inputs or settings")
     p.add_argument("--shard", help="I/N: do only the I-th of N contiguous parts of the posts")
     p.add_argument("--workers", type=int, default=1, help="run this many shard processes here")
     p.add_argument("--device", default="cpu", help="cpu, cuda, auto (default cpu)")
@@ -280,7 +319,10 @@ def register(add_command) -> None:
     p.add_argument("--tag-desc")
     p.add_argument("--pseudomasks", help="a pseudolabels output folder")
     p.add_argument("--gt-masks", help="oracle: GT/NAME/<tag>.png masks instead of pseudo-masks")
-    p.add_argument("--out", required=True, help="run folder, e.g. runs/seg_s1")
+    p.add_argument("--out", help="run folder (default: a new run, runs/seg_s1, or seg_s2 on round-2 "
+                   "pseudo-masks; then -002, -003...; with --resume: the newest such run)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the trained run already in --out (without it such a folder is refused)")
     p.add_argument("--epochs", type=int, default=None,
                    help="epochs (default 10; 5 when --init-from is a segmenter checkpoint, i.e. round 2 "
                         "going on training round 1)")

@@ -21,13 +21,14 @@ def calibration_posts(labeler: PseudoLabeler, records: list[dict], cfg: PseudoCo
     with Progress(what, total=len(sample), unit="post") as bar:
         for rec in sample:
             tags = [t for t in dict.fromkeys(rec["tags"]) if t]
-            bar.update(1)
             try:
                 image = labeler.load(rec)
             except ImageError:
+                bar.update(1)
                 continue
             if tags:
                 yield rec, image, tags
+            bar.update(1)  # counted once the caller is done with it
 
 
 def calibrate_masks(labeler: PseudoLabeler, records: list[dict], cfg: PseudoConfig,
@@ -101,21 +102,24 @@ def solo_colours(labeler: PseudoLabeler, records: list[dict], broad: str, specif
                  limit: int = 32) -> list[np.ndarray]:
     """Mean CIELAB colour of `broad`'s mask in the (first `limit`, by post_id) posts of the whole
     manifest that carry it without `specific`: the only images that show what `broad` alone
-    looks like (`ocean` without `beach`: a few in a hundred scenes)."""
+    looks like (`ocean` without `beach`: a few in a hundred scenes). A pass with its own bar."""
     out = []
     solo = [r for r in sorted(records, key=lambda r: r["post_id"])
             if broad in r["tags"] and specific not in r["tags"]][:limit]
-    for rec in solo:
-        try:
-            image = labeler.load(rec)
-        except ImageError:
-            continue
-        tags = [t for t in dict.fromkeys(rec["tags"]) if t]
-        sm = labeler.score_maps(image, tags)
-        mask, _, _ = labeler.region_masks(image, sm.maps[[tags.index(broad)]], labeler.superpixels(image))[0]
-        colour = mean_lab(image.pixels, mask)
-        if colour is not None:
-            out.append(colour)
+    with Progress(f"calibrate-looks {broad}/{specific}", total=len(solo), unit="post") as bar:
+        for rec in solo:
+            try:
+                image = labeler.load(rec)
+            except ImageError:
+                bar.update(1)
+                continue
+            tags = [t for t in dict.fromkeys(rec["tags"]) if t]
+            sm = labeler.score_maps(image, tags)
+            mask, _, _ = labeler.region_masks(image, sm.maps[[tags.index(broad)]], labeler.superpixels(image))[0]
+            colour = mean_lab(image.pixels, mask)
+            if colour is not None:
+                out.append(colour)
+            bar.update(1)
     return out
 
 

@@ -75,17 +75,20 @@ def run_pseudolabels(manifest, tag_desc, align_ckpt, out, segmenter_ckpt=None, s
     if not records:
         raise GaudiError(f"manifest {manifest} has no posts")
     descs = load_tag_descriptions(tag_desc) if tag_desc else {}
-    bundle = load_align(align_ckpt, device)
-    model = bundle.model.eval()
-    texts = TagTexts(model, bundle.vocab, bundle.text_emb, {**(bundle.descriptions or {}), **descs})
-    segmenter = None
-    round_ = 1
-    if segmenter_ckpt:
-        from ..models.segmenter import load_segmenter
+    with Progress("load-models", total=2 if segmenter_ckpt else 1, unit="model") as bar:  # a first record
+        bundle = load_align(align_ckpt, device)
+        model = bundle.model.eval()
+        texts = TagTexts(model, bundle.vocab, bundle.text_emb, {**(bundle.descriptions or {}), **descs})
+        bar.update(1)
+        segmenter = None
+        round_ = 1
+        if segmenter_ckpt:
+            from ..models.segmenter import load_segmenter
 
-        seg_bundle = load_segmenter(segmenter_ckpt, device)
-        segmenter = seg_bundle.model
-        round_ = 2
+            seg_bundle = load_segmenter(segmenter_ckpt, device)
+            segmenter = seg_bundle.model
+            round_ = 2
+            bar.update(1)
     out = Path(out)
     (out / "parts").mkdir(parents=True, exist_ok=True)
     if segmenter is not None and cfg.inherit_structure:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import GaudiError
+from ..progress import Progress
 
 log = logging.getLogger(__name__)
 IGNORE = 255
@@ -71,15 +72,17 @@ def build_targets(records: list[dict], preprocess, pseudomasks: Path | None = No
     cfg = cfg or SegTargetsConfig()
     out: dict[int, dict[str, np.ndarray]] = {}
     if gt_masks is not None:
-        for rec in records:
-            d = {}
-            for tag in rec["tags"]:
-                p = Path(gt_masks) / rec["image_path"].stem / f"{tag}.png"
-                if not p.exists():
-                    p = Path(gt_masks) / rec["image_path"].stem / tag_filename(tag)
-                if p.exists():
-                    d[tag] = _load_mask(p, pre).astype(np.uint8)
-            out[rec["post_id"]] = d
+        with Progress("load-masks", total=len(records), unit="post") as bar:
+            for rec in records:
+                d = {}
+                for tag in rec["tags"]:
+                    p = Path(gt_masks) / rec["image_path"].stem / f"{tag}.png"
+                    if not p.exists():
+                        p = Path(gt_masks) / rec["image_path"].stem / tag_filename(tag)
+                    if p.exists():
+                        d[tag] = _load_mask(p, pre).astype(np.uint8)
+                out[rec["post_id"]] = d
+                bar.update(1)
         return out
     import pandas as pd
 
@@ -91,17 +94,19 @@ def build_targets(records: list[dict], preprocess, pseudomasks: Path | None = No
     by_post: dict[int, list] = {}
     for row in df.itertuples(index=False):
         by_post.setdefault(int(row.post_id), []).append(row)
-    for rec in records:
-        d = {}
-        for row in by_post.get(rec["post_id"], []):
-            m = _load_mask(Path(pseudomasks) / row.mask_path, pre)
-            s = _load_score(Path(pseudomasks) / row.score_path, pre)
-            t = np.full(m.shape, 0, np.uint8)
-            t[m] = 1
-            uncertain = np.abs(s - float(row.threshold)) < cfg.band
-            t[uncertain | _edge_band(m, cfg.edge)] = IGNORE
-            d[row.tag] = t
-        out[rec["post_id"]] = d
+    with Progress("load-masks", total=len(records), unit="post") as bar:
+        for rec in records:
+            d = {}
+            for row in by_post.get(rec["post_id"], []):
+                m = _load_mask(Path(pseudomasks) / row.mask_path, pre)
+                s = _load_score(Path(pseudomasks) / row.score_path, pre)
+                t = np.full(m.shape, 0, np.uint8)
+                t[m] = 1
+                uncertain = np.abs(s - float(row.threshold)) < cfg.band
+                t[uncertain | _edge_band(m, cfg.edge)] = IGNORE
+                d[row.tag] = t
+            out[rec["post_id"]] = d
+            bar.update(1)
     return out
 
 

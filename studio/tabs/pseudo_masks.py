@@ -28,6 +28,21 @@ def color_map(tags) -> dict[str, str]:
     return {t: PALETTE[i % len(PALETTE)] for i, t in enumerate(sorted(tags))}
 
 
+def run_choices(state: StudioState) -> tuple[list[tuple[str, str]], str | None, dict[str, str]]:
+    """(dropdown choices, default run, {run: "in progress" line}): finished runs newest first, and
+    the runs being written, labelled with their count so far. The default is the newest finished
+    run, else the one being written."""
+    from gaudi_engine.studio_views import pseudomask_runs, pseudomask_runs_in_progress
+
+    finished = pseudomask_runs(state.ws)
+    writing = {name: f"**{name}** is being written: {done:,} of {total:,} posts so far" if total else
+               f"**{name}** is being written: {done:,} posts so far"
+               for name, done, total in pseudomask_runs_in_progress(state.ws)}
+    choices = [(f"{n} (in progress)", n) for n in writing] + [(n, n) for n in finished]
+    default = finished[0] if finished else next(iter(writing), None)
+    return choices, default, writing
+
+
 def _index(state: StudioState, run: str):
     from gaudi_engine.pseudo.index import PseudoMaskIndex
 
@@ -119,12 +134,9 @@ def image_view(state: StudioState, run: str, post_id: int, shown_tags, opacity: 
 
 
 def build(state: StudioState) -> None:
-    from gaudi_engine.studio_views import pseudomask_runs
-
-    runs = pseudomask_runs(state.ws)
+    choices, default, _ = run_choices(state)
     with gr.Row():
-        run = gr.Dropdown(runs, value=runs[0] if runs else None, label="Pseudo-mask run", scale=2,
-                          elem_id="pm-run")
+        run = gr.Dropdown(choices, value=default, label="Pseudo-mask run", scale=2, elem_id="pm-run")
         refresh = gr.Button("↻ Runs", size="sm", scale=0)
         tag = gr.Dropdown([], value=None, label="Tag", allow_custom_value=True, scale=2, elem_id="pm-tag")
         status = gr.Radio(STATUS, value="all", label="Masks", scale=2)
@@ -164,11 +176,17 @@ def build(state: StudioState) -> None:
 
     @guard
     def on_filter(r, t, s, f, a, b):
+        _, _, writing = run_choices(state)
+        if r in writing or (not r and writing):
+            line = writing.get(r) or next(iter(writing.values()))
+            return [], [], -1, f"{line}; its masks show here when it ends (↻ Runs to look again).", gr.skip()
         if not r:
             return [], [], -1, "No pseudo-mask run yet: run *Pseudo-labels v1* in the Train tab.", gr.skip()
         df = filtered_rows(state, r, t, s, f, a, b)
         items, post_ids = gallery_for(state, df)
         text = summary_line(df, len(post_ids))
+        if writing:
+            text += "  \n" + "; ".join(writing.values()) + " (pick it above to follow it)"
         idx = _index(state, r)
         tags = [str(row["tag"]) for row in idx.tags()]
         idx.close()
@@ -203,11 +221,13 @@ def build(state: StudioState) -> None:
     toggles.input(lambda r, p, i, s, o: show(r, p, i, s, o, False), [run, ids, pos, toggles, opacity], outs)
     opacity.release(lambda r, p, i, s, o: show(r, p, i, s, o, False), [run, ids, pos, toggles, opacity], outs)
 
-    def on_refresh():
-        found = pseudomask_runs(state.ws)
-        return gr.update(choices=found, value=found[0] if found else None)
+    @guard
+    def on_refresh(current, t, s, f, a, b):
+        choices, default, _ = run_choices(state)
+        r = current if current in {v for _, v in choices} else default
+        return (gr.update(choices=choices, value=r),) + tuple(on_filter(r, t, s, f, a, b))
 
-    refresh.click(on_refresh, None, run)
+    refresh.click(on_refresh, filters, [run, gallery, ids, pos, summary, tag])
 
     @guard
     def on_export(r, t, fmts):
@@ -237,11 +257,22 @@ def build(state: StudioState) -> None:
 
     one.click(on_download_one, [run, ids, pos], one_file)
 
-    @guard
-    def on_show(current, t, s, f, a, b):
-        # runs appear while the studio is open (Train tab): look again whenever the tab is shown
-        found = pseudomask_runs(state.ws)
-        r = current if current in found else (found[0] if found else None)
-        return (gr.update(choices=found, value=r),) + tuple(on_filter(r, t, s, f, a, b))
+    # runs appear while the studio is open (Train tab): look again whenever the tab is shown
+    current_tab().select(on_refresh, filters, [run, gallery, ids, pos, summary, tag])
 
-    current_tab().select(on_show, filters, [run, gallery, ids, pos, summary, tag])
+    following = gr.State("")  # the run being written that this page shows
+
+    def follow(current, t, s, f, a, b, watched):
+        """Every few seconds: a run being written shows its new count, and its masks once it ends."""
+        try:
+            _, default, writing = run_choices(state)
+            if current and current in writing:
+                return (gr.skip(),) * 4 + (on_filter(current, t, s, f, a, b)[3], gr.skip(), current)
+            if (watched and watched not in writing) or (not current and default):
+                return (*on_refresh(current, t, s, f, a, b), "")
+        except Exception:  # a run deleted or half-written under us: the next tick looks again
+            pass
+        return (gr.skip(),) * 7
+
+    gr.Timer(3.0).tick(follow, [*filters, following], [run, gallery, ids, pos, summary, tag, following],
+                       show_progress="hidden")

@@ -1,6 +1,9 @@
 """Train tab: Stage A, pseudo-labels v1, Stage B, round 2 and "Run all", each a job of `gaudi`
 subprocesses (JobManager). The studio first exports the manifest and tag_descriptions.json from
-the catalogue, because the subprocesses must not open the DuckDB file it holds."""
+the catalogue, because the subprocesses must not open the DuckDB file it holds. Every launch writes
+new runs (`gaudi_engine.runs`: align_s1, align_s1-002, ...) and reads the newest finished run of
+each input kind as the job starts; the Runs table shows what each run was made from, and deletes
+one only after a confirm."""
 from __future__ import annotations
 
 import functools
@@ -9,16 +12,18 @@ import time
 import gradio as gr
 import pandas as pd
 
+from gaudi_engine.errors import GaudiError
 from gaudi_engine.jobs import Step
+from gaudi_engine.runs import (ALIGN, PSEUDO_V1, PSEUDO_V2, SEG_S1, SEG_S2, input_of, latest_checkpoint_of,
+                               latest_run, new_run_name)
+from gaudi_engine.workspace import Workspace
 
 from ..state import StudioState, guard, progress_html
 
 MANIFEST = "data/manifest.csv"
 TAG_DESC = "data/tag_descriptions.json"
 MODELS = ["gaudi-lite0", "gaudi-tiny", "ViT-B-16", "ViT-B-32", "convnext_tiny"]
-ALIGN = "runs/align_s1"
-PSEUDO_V1, SEG_S1 = "runs/pseudomasks_v1", "runs/seg_s1"
-PSEUDO_V2, SEG_S2 = "runs/pseudomasks_v2", "runs/seg_s2"
+STAGE_INPUT = {"Pseudo-labels v1": "Stage A", "Stage B": "Pseudo-labels v1", "Round 2": "Stage B"}
 
 
 @functools.lru_cache(maxsize=None)
@@ -45,31 +50,94 @@ def _argv(command: str, required: dict[str, str], knobs: dict[str, object]) -> l
     return argv
 
 
-def pipeline_steps(which: str, k: dict) -> list[Step]:
-    """The CLI calls of one button. `k`: model, pretrained, image_size, epochs, batch_size, device."""
+class RunNames:
+    """The run folders of one job: each output a new run of its kind; each input the run an
+    earlier step of the job writes, else the newest finished run of its kind in the workspace.
+    Without a workspace: the kinds' own names (a fresh workspace's)."""
+
+    def __init__(self, ws: Workspace | None):
+        self.ws = ws
+        self.made: dict[str, str] = {}
+
+    def out(self, kind: str) -> str:
+        self.made[kind] = f"runs/{new_run_name(self.ws, kind) if self.ws else kind}"
+        return self.made[kind]
+
+    def run(self, kind: str, needed_by: str) -> str:
+        if kind in self.made or self.ws is None:
+            return self.made.get(kind, f"runs/{kind}")
+        found = latest_run(self.ws, kind)
+        if found is None:
+            raise GaudiError(f"no finished {kind} run yet: run {STAGE_INPUT.get(needed_by, 'the stage before')} "
+                             f"first (or Run all)")
+        return f"runs/{found.name}"
+
+    def checkpoint(self, kind: str, needed_by: str) -> str:
+        if kind in self.made or self.ws is None:
+            return f"{self.run(kind, needed_by)}/checkpoints/model.pt"
+        found = latest_checkpoint_of(self.ws, kind)
+        if found is None:
+            raise GaudiError(f"no finished {kind} checkpoint yet: run {STAGE_INPUT.get(needed_by, 'the stage before')} "
+                             f"first (or Run all)")
+        return found
+
+
+    def upstream(self, ckpt: str, *keys: str) -> str | None:
+        """What the run holding `ckpt` (runs/NAME/...) was made from, following `keys` (lineage)."""
+        if self.ws is None or ALIGN in self.made:
+            return None
+        return input_of(self.ws, ckpt.split("/")[1], *keys)
+
+
+def pipeline_steps(which: str, k: dict, ws: Workspace | None = None) -> list[Step]:
+    """The CLI calls of one button. `k`: model, pretrained, image_size, epochs, batch_size, device.
+    With `ws`: new run names and the newest inputs as of now (`RunNames`)."""
     common = {"--manifest": MANIFEST, "--tag-desc": TAG_DESC}
     knobs = {"--model": k.get("model"), "--pretrained": k.get("pretrained"),
              "--image-size": k.get("image_size"), "--epochs": k.get("epochs"),
              "--batch-size": k.get("batch_size"), "--device": k.get("device")}
     run_knobs = {f: v for f, v in knobs.items() if f in ("--batch-size", "--device", "--image-size")}
     seg_knobs = {**run_knobs, "--epochs": k.get("epochs")}
-    align_ckpt = f"{ALIGN}/checkpoints/model.pt"
-    stage_a = Step("Stage A", _argv("train-align", {**common, "--out": ALIGN}, knobs))
-    pseudo1 = Step("Pseudo-labels v1", _argv("pseudolabels", {**common, "--align-ckpt": align_ckpt,
-                                                              "--out": PSEUDO_V1}, run_knobs))
-    stage_b = Step("Stage B", _argv("train-segmenter", {**common, "--pseudomasks": PSEUDO_V1,
-                                                        "--out": SEG_S1}, seg_knobs))
-    seg1 = f"{SEG_S1}/checkpoints/model.pt"
-    pseudo2 = Step("Pseudo-labels v2", _argv("pseudolabels", {**common, "--align-ckpt": align_ckpt,
-                                                              "--segmenter-ckpt": seg1, "--out": PSEUDO_V2},
-                                             run_knobs))
-    # s2 goes on training s1 on the round-2 masks (self-training, as in MaskCLIP+)
-    stage_b2 = Step("Stage B round 2", _argv("train-segmenter", {**common, "--pseudomasks": PSEUDO_V2,
-                                                                 "--init-from": seg1, "--out": SEG_S2},
-                                             seg_knobs))
-    return {"Stage A": [stage_a], "Pseudo-labels v1": [pseudo1], "Stage B": [stage_b],
-            "Round 2": [pseudo2, stage_b2],
-            "Run all": [stage_a, pseudo1, stage_b, pseudo2, stage_b2]}[which]
+    names = RunNames(ws)
+    steps: list[Step] = []
+    stages = {"Stage A": ["Stage A"], "Pseudo-labels v1": ["Pseudo-labels v1"], "Stage B": ["Stage B"],
+              "Round 2": ["Pseudo-labels v2", "Stage B round 2"],
+              "Run all": ["Stage A", "Pseudo-labels v1", "Stage B", "Pseudo-labels v2", "Stage B round 2"]}[which]
+    for stage in stages:
+        if stage == "Stage A":
+            argv = _argv("train-align", {**common, "--out": names.out(ALIGN)}, knobs)
+        elif stage == "Pseudo-labels v1":
+            align = names.checkpoint(ALIGN, which)
+            argv = _argv("pseudolabels", {**common, "--align-ckpt": align, "--out": names.out(PSEUDO_V1)},
+                         run_knobs)
+        elif stage == "Stage B":
+            pm = names.run(PSEUDO_V1, which)
+            argv = _argv("train-segmenter", {**common, "--pseudomasks": pm, "--out": names.out(SEG_S1)}, seg_knobs)
+        elif stage == "Pseudo-labels v2":
+            seg1 = names.checkpoint(SEG_S1, which)
+            # the Stage A that s1's pseudo-masks came from (a newer one would not match s1)
+            align = names.upstream(seg1, "pseudomasks", "align_ckpt") or names.checkpoint(ALIGN, which)
+            argv = _argv("pseudolabels", {**common, "--align-ckpt": align, "--segmenter-ckpt": seg1,
+                                          "--out": names.out(PSEUDO_V2)}, run_knobs)
+        else:  # s2 goes on training s1 on the round-2 masks (self-training, as in MaskCLIP+)
+            argv = _argv("train-segmenter", {**common, "--pseudomasks": names.run(PSEUDO_V2, which),
+                                             "--init-from": names.checkpoint(SEG_S1, which),
+                                             "--out": names.out(SEG_S2)}, seg_knobs)
+        steps.append(Step(stage, argv))
+    return steps
+
+
+def submit_pipeline(state: StudioState, which: str, k: dict):
+    """Queue a button's job. Its run names and inputs are settled when it starts (after the jobs
+    queued before it have written theirs), together with the exported manifest."""
+    steps = pipeline_steps(which, k)
+
+    def prepare() -> None:
+        export_inputs(state)
+        for step, now in zip(steps, pipeline_steps(which, k, state.ws)):
+            step.argv = now.argv
+
+    return state.jobs.submit(which, steps, prepare=prepare)
 
 
 def export_inputs(state: StudioState) -> None:
@@ -99,9 +167,20 @@ def jobs_frame(state: StudioState) -> pd.DataFrame:
 
 
 def runs_frame(state: StudioState) -> pd.DataFrame:
-    from gaudi_engine.studio_views import list_runs
+    from gaudi_engine.studio_views import RUNS_COLUMNS, list_runs
 
-    return pd.DataFrame(list_runs(state.ws), columns=["run", "kind", "checkpoints", "modified", "metrics"])
+    return pd.DataFrame(list_runs(state.ws), columns=RUNS_COLUMNS)
+
+
+def delete_run(state: StudioState, name: str) -> str:
+    """Delete a run the running job does not write to; the message says what went."""
+    from gaudi_engine.runs import delete_run as delete
+
+    job = state.jobs.running()
+    if job is not None and f"runs/{name}" in job.steps[job.current].argv:
+        raise GaudiError(f"{name} is being written by the running job: cancel it first")
+    size = delete(state.ws, name)
+    return f"Deleted run **{name}** ({size / 1e6:.1f} MB)."
 
 
 def metrics_frame(view) -> pd.DataFrame:
@@ -156,8 +235,16 @@ def build(state: StudioState) -> None:
                               autoscroll=True, elem_id="train-log")
     queue = gr.Dataframe(jobs_frame(state), label="Jobs (one at a time; queued ones wait)",
                          interactive=False, elem_id="train-jobs")
-    runs = gr.Dataframe(runs_frame(state), label="Runs and checkpoints", interactive=False,
+    runs = gr.Dataframe(runs_frame(state), label="Runs: what each was made from, checkpoints", interactive=False,
                         elem_id="train-runs")
+    with gr.Row():
+        doomed = gr.Dropdown(list(runs_frame(state)["run"]), value=None, label="Run", scale=2,
+                             elem_id="train-delete-run")
+        ask = gr.Button("Delete run…", size="sm", scale=0, elem_id="train-delete")
+        with gr.Row(visible=False, elem_id="train-delete-confirm") as confirm_row:
+            sure = gr.Button("Delete it for good", variant="stop", size="sm", elem_id="train-delete-yes")
+            keep = gr.Button("Keep it", size="sm", elem_id="train-delete-no")
+    deleted = gr.Markdown("", elem_id="train-delete-status")
     timer = gr.Timer(1.0)
     knobs = [model, pretrained, image_size, epochs, batch_size, device]
 
@@ -167,8 +254,8 @@ def build(state: StudioState) -> None:
             k = {"model": m, "pretrained": p.strip(), "image_size": int(size) if size else None,
                  "epochs": int(ep) if ep else None, "batch_size": int(bs) if bs else None,
                  "device": None if dev == "auto" else dev}
-            job = state.jobs.submit(which, pipeline_steps(which, k), prepare=lambda: export_inputs(state))
-            gr.Info(f"queued {which} ({job.id})")
+            job = submit_pipeline(state, which, k)
+            gr.Info(f"queued {which} ({job.id}): it writes new runs, from the newest finished inputs")
             return jobs_frame(state)
         return submit
 
@@ -186,6 +273,22 @@ def build(state: StudioState) -> None:
 
     cancel.click(on_cancel, None, None)
 
+    def on_ask(name):
+        if not name:
+            gr.Info("pick a run to delete")
+            return gr.update(visible=False), ""
+        return gr.update(visible=True), f"Delete **{name}** and every file in it? This cannot be undone."
+
+    @guard
+    def on_delete(name):
+        text = delete_run(state, name)
+        names = [r["run"] for r in runs_frame(state).to_dict("records")]
+        return gr.update(visible=False), text, gr.update(choices=names, value=None), runs_frame(state)
+
+    ask.click(on_ask, doomed, [confirm_row, deleted])
+    sure.click(on_delete, doomed, [confirm_row, deleted, doomed, runs])
+    keep.click(lambda: (gr.update(visible=False), "Kept."), None, [confirm_row, deleted])
+
     shown = gr.State("")  # what this page shows already: redraw plot/tables only on change
 
     def tick(last: str):
@@ -197,7 +300,7 @@ def build(state: StudioState) -> None:
         view = state.jobs.progress(job)
         step = job.steps[job.current]
         where = job.title if step.name == job.title else f"{job.title} · {step.name}"
-        text = f"{where} · {view.stage} {view.done}/{view.total or '?'}"
+        text = f"{where} · {step_text(view)}"
         msg = f"**{job.title}** — {job.status}"
         if job.error:
             msg += f"  \n⚠️ {job.error}"
@@ -212,6 +315,19 @@ def build(state: StudioState) -> None:
                 state.jobs.log_tail(job), jobs_df, runs_df, key)
 
     timer.tick(tick, shown, [bar, status, plot, logs, queue, runs, shown], show_progress="hidden")
+    runs.change(lambda df, cur: gr.update(choices=list(df["run"]) if len(df) else [],
+                                          value=cur if len(df) and cur in list(df["run"]) else None),
+                [runs, doomed], doomed, show_progress="hidden")
+
+
+def step_text(view) -> str:
+    """What the step is doing: `calibrate-floors 40/96`, `load-model`, or `starting` before its first
+    record (never a bare 0/?)."""
+    if not view.stage:
+        return "starting"
+    if view.total:
+        return f"{view.stage} {view.done}/{view.total}"
+    return f"{view.stage} {view.done}" if view.done else view.stage
 
 
 def _empty_view():
