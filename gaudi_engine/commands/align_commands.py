@@ -73,7 +73,7 @@ def cmd_train_align(args) -> int:
                               image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size,
                               lr=args.lr, device=args.device, resume=args.resume, seed=args.seed,
                               workers=args.workers, max_steps=args.max_steps, log_every=args.log_every,
-                              workspace_root=ws.root)
+                              workspace_root=ws.root, save_minutes=args.save_minutes)
     if int(os.environ.get("RANK", 0)) == 0:
         skipped = f", {summary['skipped_images']} unreadable images skipped" if summary["skipped_images"] else ""
         print(f"train-align: {summary['epochs']} epochs, {summary['steps']} steps, {summary['images']} images, "
@@ -114,3 +114,6 @@ def register(add_command) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
     p.add_argument("--log-every", type=int, default=10, help="steps between metric lines")
+    p.add_argument("--save-minutes", type=float, default=10.0,
+                   help="minutes between resume checkpoints (last.pt) inside an epoch; each epoch's end "
+                        "saves one too (default 10; 0: at epoch ends only)")

@@ -187,7 +187,7 @@ def cmd_train_segmenter(args) -> int:
         summary = train_segmenter(manifest=manifest, tag_desc=tag_desc, pseudomasks=pm, out=out,
                                   epochs=args.epochs, init_from=init, gt_masks=gt, batch_size=args.batch_size,
                                   lr=args.lr, device=args.device, resume=args.resume, seed=args.seed,
-                                  workers=args.workers)
+                                  workers=args.workers, save_minutes=args.save_minutes)
     print(f"train-segmenter: {summary.get('epochs', args.epochs)} epochs, final loss "
           f"{summary.get('loss', float('nan')):.4f}; checkpoint {ws.rel(summary['checkpoint'])}")
     return 0
@@ -335,6 +335,9 @@ def register(add_command) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoints/last.pt")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers")
+    p.add_argument("--save-minutes", type=float, default=10.0,
+                   help="minutes between resume checkpoints (last.pt) inside an epoch; each epoch's end "
+                        "saves one too (default 10; 0: at epoch ends only)")
 
     p = add_command(
         "infer", "per-tag masks for an image (or a folder of images)", cmd_infer,

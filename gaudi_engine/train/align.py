@@ -129,7 +129,7 @@ def train_align(manifest: str | os.PathLike, tag_desc: str | os.PathLike | None,
                 epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
                 device: str = "auto", resume: bool = False, seed: int = 0, workers: int = 0,
                 max_steps: int | None = None, log_every: int = 10, bg_weight: float | None = None,
-                workspace_root: str | os.PathLike | None = None) -> dict[str, Any]:
+                workspace_root: str | os.PathLike | None = None, save_minutes: float = 10.0) -> dict[str, Any]:
     """Run Stage A; returns train_loop's summary plus vocab size and image counts."""
     extra = {"manifest": str(manifest), "tag_desc": str(tag_desc) if tag_desc else None, "model": model_name,
              "pretrained": pretrained, "image_size": image_size,
@@ -139,7 +139,8 @@ def train_align(manifest: str | os.PathLike, tag_desc: str | os.PathLike | None,
              "excl_pool": DEFAULTS["excl_pool"], "mosaic_p": DEFAULTS["mosaic_p"], "align_cfg": dict(DEFAULTS["align_cfg"])}
     cfg = TrainConfig(out=str(out), epochs=epochs or DEFAULTS["epochs"], batch_size=batch_size or DEFAULTS["batch_size"],
                       lr=lr or DEFAULTS["lr"], device=device, seed=seed, workers=workers, resume=resume,
-                      log_every=log_every, max_steps=max_steps, stage="train-align", extra=extra)
+                      log_every=log_every, max_steps=max_steps, save_minutes=save_minutes, stage="train-align",
+                      extra=extra)
     resolve_device(device)  # a bad --device fails before minutes of loading
     if resume:  # the run is rebuilt exactly as saved (nanoGPT-style): model, data, settings
         saved = saved_config(out)

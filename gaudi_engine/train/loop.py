@@ -11,10 +11,11 @@
   and out/checkpoints/last.pt (the same + optimizer, scheduler, scaler, RNG: what --resume reads),
   each atomic; progress bar + "metric" JSONL events; rank 0 writes.
 - SIGKILL-safe: files are replaced whole (temp + os.replace), so a killed run leaves its last
-  checkpoints intact; --resume redoes the steps after them, and first drops the steps the killed
-  run had logged past them from metrics.jsonl (TensorBoard: purge_step). Inside an epoch last.pt
-  is also saved every `save_minutes` (and/or `save_every` steps) with `batches_in_epoch`: a resume
-  goes on after those batches of the same seeded order, so an epoch of hours loses minutes.
+  checkpoints intact (the next start deletes the temp file it may have been writing); --resume
+  redoes the steps after them, and first drops the steps the killed run had logged past them
+  from metrics.jsonl (TensorBoard: purge_step). Inside an epoch last.pt is also saved every
+  `save_minutes` (and/or `save_every` steps) with `batches_in_epoch`: a resume goes on after
+  those batches of the same seeded order, so an epoch of hours loses minutes, not the epoch.
 - `resume=True` restores model, optimizer, scheduler, scaler, epoch, step and RNG from last.pt,
   and forces the saved run config back (except device/workers/resume, which are about this run).
 """
@@ -38,7 +39,8 @@ from ..fileio import atomic_write_text
 from ..models.checkpoint import EXPORT_NAME, RESUME_NAME, load_checkpoint, save_checkpoint, save_run_checkpoints
 from ..progress import Progress
 from .metrics_log import trim_metrics_log
-from .resume_state import SkipBatches, checkpoint_payload, epoch_order, set_rng_state
+from .resume_state import (SkipBatches, checkpoint_payload, epoch_order, remove_partial_checkpoints,
+                           set_rng_state)
 
 # about this process, not the run: not forced back on resume
 _RUN_LOCAL = ("device", "workers", "resume", "log_every", "save_every", "save_minutes")
@@ -238,6 +240,7 @@ def train_loop(cfg: TrainConfig, model: torch.nn.Module, dataset, loss_fn: Calla
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.json", json.dumps({**asdict(cfg), "world_size": world,
                                                            "device_type": device.type}, indent=1, default=str))
+        remove_partial_checkpoints(ck_path.parent)  # a killed run's half-written checkpoint
         if resume_payload is not None:  # steps a killed run logged past its checkpoint are redone
             trim_metrics_log(out / "metrics.jsonl", step)
         from torch.utils.tensorboard import SummaryWriter

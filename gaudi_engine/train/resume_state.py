@@ -3,8 +3,10 @@ state, last.pt's payload, and the epoch's batch order without the batches alread
 from __future__ import annotations
 
 import itertools
+import os
 import random
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -61,3 +63,14 @@ def checkpoint_payload(model: torch.nn.Module, make_payload: Callable[[torch.nn.
     payload.update(train_config=asdict(cfg), epoch=epoch, step=step, optimizer=opt.state_dict(),
                    scheduler=sched.state_dict(), scaler=scaler.state_dict(), rng=rng_state(), **extra)
     return payload
+
+
+def remove_partial_checkpoints(ckpt_dir: str | os.PathLike) -> int:
+    """Delete the temp files of checkpoints a killed run was writing (`save_checkpoint` writes
+    `NAME.pt.<random>.tmp`, then renames it): each is as large as a checkpoint and nobody else
+    would ever remove it. Call only while no other process writes this run. Returns the count."""
+    removed = 0
+    for tmp in Path(ckpt_dir).glob("*.pt.*.tmp"):
+        tmp.unlink(missing_ok=True)
+        removed += 1
+    return removed

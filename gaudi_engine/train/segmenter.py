@@ -238,7 +238,8 @@ DEFAULTS = {"epochs": 10, "batch_size": 16, "lr": 1e-3, "trunk_lr_scale": 0.3, "
 def train_segmenter(manifest, tag_desc, pseudomasks, out, epochs: int | None = None, *, init_from=None,
                     gt_masks=None, batch_size: int | None = None, lr: float | None = None, device: str = "auto",
                     resume: bool = False, seed: int = 0, workers: int = 0, max_steps: int | None = None,
-                    log_every: int = 10, targets_cfg: SegTargetsConfig | None = None) -> dict:
+                    log_every: int = 10, targets_cfg: SegTargetsConfig | None = None,
+                    save_minutes: float = 10.0) -> dict:
     """Stage B through the shared loop; returns its summary (checkpoint = out/checkpoints/last.pt)."""
     from ..models.checkpoint import load_align, load_checkpoint
     from ..models.segmenter import TextSegmenter, load_segmenter, segmenter_payload
@@ -271,7 +272,8 @@ def train_segmenter(manifest, tag_desc, pseudomasks, out, epochs: int | None = N
     default_epochs = DEFAULTS["epochs"] // 2 if continuing else DEFAULTS["epochs"]
     cfg = TrainConfig(out=str(out), epochs=epochs or default_epochs, batch_size=batch_size or DEFAULTS["batch_size"],
                       lr=lr or DEFAULTS["lr"], device=device, seed=seed, workers=workers, resume=resume,
-                      log_every=log_every, max_steps=max_steps, stage="train-segmenter", extra=extra)
+                      log_every=log_every, max_steps=max_steps, save_minutes=save_minutes, stage="train-segmenter",
+                      extra=extra)
     records = read_manifest(extra["manifest"])
     torch.manual_seed(seed)
     if continuing:

@@ -24,22 +24,28 @@ def data(tmp_path_factory):
     return root, info
 
 
-def _after_first_epoch(run):
-    """Ready to kill: epoch 0's checkpoint is written (its record follows the checkpoint)."""
-    return lambda: any("epoch_loss" in r for r in jsonl_records(run / "metrics.jsonl"))
+def _after_first_epoch(run, and_a_step: bool):
+    """Ready to kill: epoch 0's checkpoint is written (its record follows the checkpoint) and, with
+    `and_a_step`, epoch 1 has logged a step too (the kill lands inside epoch 1)."""
+    def ready() -> bool:
+        recs = jsonl_records(run / "metrics.jsonl")
+        return any("epoch_loss" in r for r in recs) and (
+            not and_a_step or any(r.get("epoch") == 1 and "loss" in r for r in recs))
+    return ready
 
 
-def _kill_then_resume(args, resume_args, run, tmp_path) -> tuple[int, str, str, int]:
-    """SIGKILL the run after its first checkpoint, then --resume it; also returns the epoch the
-    killed run had saved last (the resumed run must go on after it)."""
-    sigkill_when(args, _after_first_epoch(run), log=tmp_path / "killed.log")
-    saved = load_checkpoint(run / "checkpoints" / "last.pt")["epoch"]
-    assert saved < EPOCHS - 1, "killed after its last epoch: nothing left to resume"
+def _kill_then_resume(args, resume_args, run, tmp_path, inside_epoch: bool) -> tuple[int, str, str, dict]:
+    """SIGKILL the run after its first checkpoint, then --resume it; also returns where the killed
+    run's last.pt stood (the resumed run must go on from there)."""
+    sigkill_when(args, _after_first_epoch(run, inside_epoch), log=tmp_path / "killed.log")
+    last = load_checkpoint(run / "checkpoints" / "last.pt")
+    saved = {"step": last["step"], "next_epoch": last["epoch"] + (0 if last.get("batches_in_epoch") else 1)}
+    assert saved["step"] < EPOCHS * 3, "killed after its last step: nothing left to resume"
     rc, out, err = run_gaudi_cmd(*resume_args, timeout=180)
     return rc, out, err, saved
 
 
-def _assert_resumed(run, prog, stage: str, saved_epoch: int, steps_per_epoch: int, log_every: int) -> None:
+def _assert_resumed(run, prog, stage: str, saved: dict, steps_per_epoch: int, log_every: int) -> None:
     """The rerun started after the saved checkpoint, and the log holds each step and epoch once."""
     total = EPOCHS * steps_per_epoch
     last = load_checkpoint(run / "checkpoints" / "last.pt")
@@ -48,11 +54,11 @@ def _assert_resumed(run, prog, stage: str, saved_epoch: int, steps_per_epoch: in
     logged = [s for s in range(1, total + 1) if s % log_every == 0 or s == total]
     assert [r["step"] for r in metrics if "loss" in r] == logged
     assert [r["epoch"] for r in metrics if "epoch_loss" in r] == list(range(EPOCHS))
-    # the resumed run's own progress: it begins where the saved epoch ended, not at step 0
+    # the resumed run's own progress: it begins at the saved step, not at step 0
     events = [r for r in jsonl_records(prog) if r["stage"] == stage]
     first = next(r for r in events if r["event"] == "progress")
-    assert first["done"] == (saved_epoch + 1) * steps_per_epoch, first
-    assert [r["epoch"] for r in events if "epoch_loss" in r] == list(range(saved_epoch + 1, EPOCHS))
+    assert first["done"] == saved["step"], (first, saved)
+    assert [r["epoch"] for r in events if "epoch_loss" in r] == list(range(saved["next_epoch"], EPOCHS))
     assert leftover_temp_files(run) == []
 
 
@@ -67,10 +73,11 @@ def test_train_align_sigkill_then_resume(data, tmp_path):
     run, prog = tmp_path / "runs" / "a", tmp_path / "resume_progress.jsonl"
     args = ["--workspace", tmp_path, "train-align", "--manifest", info["manifest"], "--tag-desc",
             info["tag_descriptions"], "--out", run, "--model", "gaudi-tiny", "--image-size", "64",
-            "--epochs", EPOCHS, "--batch-size", "16", "--log-every", "1", "--device", "cpu", "--threads", "1"]
+            "--epochs", EPOCHS, "--batch-size", "16", "--log-every", "1", "--device", "cpu", "--threads", "1",
+            "--save-minutes", "0.00001"]  # last.pt after every step: the kill lands inside an epoch
     rc, out, err, saved = _kill_then_resume(
         args, ["--workspace", tmp_path, "--progress-jsonl", prog, "train-align", "--out", run, "--resume",
-               "--device", "cpu", "--threads", "1", "--log-every", "1"], run, tmp_path)
+               "--device", "cpu", "--threads", "1", "--log-every", "1"], run, tmp_path, inside_epoch=True)
     assert rc == 0, err
     assert f"train-align: {EPOCHS} epochs, {EPOCHS * 3} steps" in out, out
     _assert_resumed(run, prog, "train-align", saved, steps_per_epoch=3, log_every=1)
@@ -96,7 +103,7 @@ def test_train_segmenter_sigkill_then_resume(data, tmp_path):
               "--gt-masks", gt, "--init-from", align, "--out", run, "--device", "cpu"]
     rc, out, err, saved = _kill_then_resume(
         ["--workspace", tmp_path, *common, "--epochs", EPOCHS, "--batch-size", "16"],
-        ["--workspace", tmp_path, "--progress-jsonl", prog, *common, "--resume"], run, tmp_path)
+        ["--workspace", tmp_path, "--progress-jsonl", prog, *common, "--resume"], run, tmp_path, inside_epoch=False)
     assert rc == 0, err
     _assert_resumed(run, prog, "train-segmenter", saved, steps_per_epoch=3, log_every=10)
     torch.set_num_threads(1)
