@@ -45,6 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--auth", default=None, metavar="USER:PASS", help="required for a non-loopback --host")
+    p.add_argument("--max-upload-mb", default=None, metavar="MB",
+                   help="largest file a browser may upload (default $GAUDI_MAX_UPLOAD_MB or 50)")
     return p.parse_args(argv)
 
 
@@ -80,9 +82,10 @@ def main(argv: list[str] | None = None) -> int:
             booru = start_demo_booru(ws)
         from studio.app import ensure_samples, launch
         from studio.state import StudioState
+        from studio.uploads import max_upload_bytes
 
         ensure_samples()
-        state = StudioState.open(ws, demo_booru=booru)
+        state = StudioState.open(ws, demo_booru=booru, max_upload=max_upload_bytes(args.max_upload_mb))
     except GaudiError as exc:
         print(f"launch.py: error: {exc}", file=sys.stderr)
         return 2

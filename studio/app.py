@@ -81,4 +81,5 @@ def launch(state: StudioState, host: str = "127.0.0.1", port: int = 7860,
         # the catalogue is in the workspace but nothing to serve
         blocked_paths=[str(state.ws.catalogue_path), str(state.ws.catalogue_path) + ".wal"],
         css=css, head=KEYBOARD_JS, prevent_thread_lock=not block, show_error=True,
+        max_file_size=state.max_upload_bytes,  # larger uploads are refused before they are sent
     )

@@ -16,6 +16,8 @@ from gaudi_engine.errors import GaudiError
 from gaudi_engine.jobs import CatalogueTask, JobManager
 from gaudi_engine.workspace import Workspace
 
+from .uploads import max_upload_bytes
+
 log = logging.getLogger("gaudi.studio")
 
 
@@ -28,12 +30,14 @@ class StudioState:
     demo_booru: Any = None          # a running LocalBooru in demo mode
     predictors: dict = field(default_factory=dict)  # (ckpt paths, mtimes) -> Predictor
     predict_lock: threading.Lock = field(default_factory=threading.Lock)
+    max_upload_bytes: int = field(default_factory=max_upload_bytes)  # Gradio's max_file_size and the handlers'
 
     @classmethod
-    def open(cls, ws: Workspace, demo_booru: Any = None) -> "StudioState":
+    def open(cls, ws: Workspace, demo_booru: Any = None, max_upload: int | None = None) -> "StudioState":
         ws.ensure()
         cat = open_catalogue(ws.catalogue_path)
-        return cls(ws=ws, cat=cat, jobs=JobManager(ws), task=CatalogueTask(ws), demo_booru=demo_booru)
+        return cls(ws=ws, cat=cat, jobs=JobManager(ws), task=CatalogueTask(ws), demo_booru=demo_booru,
+                   max_upload_bytes=max_upload or max_upload_bytes())
 
     @property
     def demo_url(self) -> str | None:

@@ -16,6 +16,7 @@ import pandas as pd
 from gaudi_engine.errors import GaudiError
 
 from ..state import StudioState, current_tab, guard
+from ..uploads import open_upload, picture_upload
 from .pseudo_masks import color_map
 
 NONE = "(none)"
@@ -64,9 +65,8 @@ def parse_tags(tags) -> list[str]:
 
 
 def run_inference(state: StudioState, image, tags, align=None, seg=None, threshold=0.5):
-    """(PIL image, result dict) for an image and tags, with the latest checkpoints by default."""
-    from PIL import Image
-
+    """(PIL image, result dict) for an image (an uploaded file's path or a PIL image) and tags, with
+    the latest checkpoints by default."""
     if image is None:
         raise GaudiError("upload an image first")
     tags = parse_tags(tags)
@@ -75,8 +75,7 @@ def run_inference(state: StudioState, image, tags, align=None, seg=None, thresho
     if align is None and seg is None:
         aligns, segs = checkpoint_choices(state)
         align, seg = (aligns[0] if aligns else None), (segs[1] if len(segs) > 1 else None)
-    img = image if isinstance(image, Image.Image) else Image.open(image)
-    img = img.convert("RGB")
+    img = open_upload(image, state.max_upload_bytes)  # size-checked, decoded by the engine (one line if not)
     pred = predictor(state, align, seg)
     with state.predict_lock:  # torch on 2 cores: one inference at a time
         result = pred.predict(img, tags, threshold=float(threshold))
@@ -126,7 +125,8 @@ def build(state: StudioState) -> None:
     aligns, segs = checkpoint_choices(state)
     with gr.Row():
         with gr.Column(scale=2):
-            image = gr.Image(type="pil", label="Image", height=320, elem_id="pg-image")
+            image = picture_upload(label=f"Image (up to {state.max_upload_bytes / 2**20:g} MB)", height=320,
+                                   elem_id="pg-image")
             tags = gr.Dropdown(vocabulary(state), value=[], multiselect=True, allow_custom_value=True,
                                label="Tags (pick or type)", elem_id="pg-tags")
             with gr.Row():
@@ -163,7 +163,7 @@ def build(state: StudioState) -> None:
     run.click(on_run, [image, tags, align, seg, threshold], [overlay, table, files])
 
     # API only: gradio_client.predict(handle_file(path), "tag1 tag2", api_name="/infer")
-    api_image = gr.Image(type="pil", visible=False)
+    api_image = picture_upload(visible=False)
     api_tags = gr.Textbox(visible=False)
     api_overlay = gr.Image(type="pil", format="png", visible=False)  # the client gets a PNG file
     api_json = gr.JSON(visible=False)

@@ -23,6 +23,7 @@ N_SCENES = 24
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 TINY = ["--model", "gaudi-tiny", "--image-size", "64", "--batch-size", "8", "--device", "cpu"]
+UPLOAD_LIMIT_MB = 1  # the test studio's --max-upload-mb
 
 
 def free_port() -> int:
@@ -108,7 +109,8 @@ def studio(studio_ws, pipeline):
     port = free_port()
     ARTIFACTS.mkdir(exist_ok=True)
     log = open(ARTIFACTS / "studio_server.log", "w")
-    env = gaudi_env({"GRADIO_ANALYTICS_ENABLED": "False"})
+    # a small upload limit, so the limit's test needs no huge file (every other upload is far smaller)
+    env = gaudi_env({"GRADIO_ANALYTICS_ENABLED": "False", "GAUDI_MAX_UPLOAD_MB": str(UPLOAD_LIMIT_MB)})
     proc = subprocess.Popen([sys.executable, str(REPO_ROOT / "launch.py"), "--workspace", str(studio_ws),
                              "--demo", "--port", str(port)], cwd=REPO_ROOT, env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
