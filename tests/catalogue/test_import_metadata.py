@@ -17,7 +17,8 @@ from gaudi_engine.booru.dump_import import DumpError, import_metadata
 from gaudi_engine.booru.sync import sync_posts
 from gaudi_engine.catalogue import open_catalogue
 from gaudi_engine.workspace import DanbooruSettings, Workspace
-from tests.killing import kill_and_rerun, progress_done
+from tests.conftest import run_gaudi_cmd
+from tests.killing import assert_ended, progress_done, sigkill_when
 
 POST_COLS = ("id, md5, file_ext, file_size, rating, width, height, file_url, large_file_url, "
              "preview_url, is_deleted, is_banned, source, origin, created_at, general_tags")
@@ -284,10 +285,14 @@ def test_sigkill_mid_import_then_rerun_loses_and_duplicates_nothing(tmp_path):
         write_jsonl(dump / f"part-{i}.jsonl", objs[i * 10_000:(i + 1) * 10_000])
     ws = tmp_path / "ws"
     prog = tmp_path / "progress.jsonl"
-    args = ["-w", ws, "import-metadata", dump, "--batch-size", "1000", "--workers", "0"]
-    rc, out, err = kill_and_rerun(["--progress-jsonl", prog, *args],
-                                  lambda: progress_done(prog) >= 12_000,  # into the second shard
-                                  log=tmp_path / "killed.log", rerun_args=args)
+    args = ["-w", ws, "import-metadata", dump, "--batch-size", "1000"]
+    # killed with a parsing worker: it must end too (it would wait forever on its queue)
+    killed = sigkill_when(["--progress-jsonl", prog, *args, "--workers", "1"],
+                          lambda: progress_done(prog) >= 12_000,  # into the second shard
+                          log=tmp_path / "killed.log")
+    assert killed.children
+    assert_ended(killed.children)
+    rc, out, err = run_gaudi_cmd(*args, "--workers", "0", timeout=120)
     assert rc == 0, err
     assert "already imported, skipped" in out and not out.startswith("import-metadata: 0 posts")
     cat = open_catalogue(Workspace(ws).catalogue_path)
