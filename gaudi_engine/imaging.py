@@ -454,7 +454,7 @@ class WorkingImageCache:
                 im.load()
                 size = (int(im.info["orig_w"]), int(im.info["orig_h"]))
                 pixels = np.asarray(im.convert("RGB"), np.uint8)
-        except (OSError, KeyError, ValueError):
+        except (OSError, KeyError, ValueError, SyntaxError, EOFError):  # absent or damaged: decode again
             self.misses += 1
             return None
         self.hits += 1

@@ -138,3 +138,14 @@ def test_cache_decodes_an_original_once(tmp_path):
     other = Preprocess(image_size=64)
     load_working(p, other, cache, md5="ab" * 16)  # another geometry is another entry
     assert len(list((tmp_path / "cache").rglob("*.png"))) == 2
+
+
+def test_a_damaged_cache_entry_is_decoded_again(tmp_path):
+    p = tmp_path / "a.png"
+    Image.new("RGB", (40, 60), (1, 2, 3)).save(p)
+    cache = WorkingImageCache(tmp_path / "cache")
+    first = load_working(p, PRE, cache, md5="cd" * 16)
+    entry = next((tmp_path / "cache").rglob("*.png"))
+    entry.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\x0dIHDR" + b"\xff" * 40)  # a broken chunk
+    again = load_working(p, PRE, cache, md5="cd" * 16)
+    assert (again.pixels == first.pixels).all() and cache.misses == 2

@@ -80,7 +80,7 @@ def import_folder(ws, cat, folder: str | os.PathLike) -> dict[str, Any]:
     origin = f"folder:{root}"
     summary: dict[str, Any] = {"folder": str(root), "found": len(images), "imported": 0,
                                "duplicates": 0, "skipped": 0, "without_tags": 0,
-                               "errors": [], "warnings": []}
+                               "errors": [], "warnings": [], "tag_files": None}
     seen: set[str] = set()
     sidecars = SidecarReader()
     posts: list[dict[str, Any]] = []
@@ -138,9 +138,7 @@ def import_folder(ws, cat, folder: str | os.PathLike) -> dict[str, Any]:
             if len(posts) >= BATCH:
                 flush()
         flush()
-        if sidecars.note():
-            summary["warnings"].insert(0, sidecars.note())  # before the per-image lines
-            bar.log(summary["warnings"][0])
+    summary["tag_files"] = sidecars.note()  # said once, in the summary line
     return summary
 
 
@@ -149,5 +147,6 @@ def summary_line(s: dict[str, Any]) -> str:
     extra = f", {s['duplicates']} duplicates" if s["duplicates"] else ""
     names = [e.split(":", 1)[0].removeprefix("skipped ") for e in s["errors"]]
     which = f": {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}" if names else ""
+    note = f"; {s['tag_files']}" if s.get("tag_files") else ""
     return (f"import-folder: {s['imported']} of {s['found']} images imported from {s['folder']} "
-            f"({s['skipped']} skipped as unreadable{which}; {s['without_tags']} without tags{extra})")
+            f"({s['skipped']} skipped as unreadable{which}; {s['without_tags']} without tags{extra}){note}")
