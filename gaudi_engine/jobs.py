@@ -100,6 +100,8 @@ def read_progress(path: Path, offset: int = 0) -> ProgressView:
             view.total = rec.get("total")
             view.done = rec.get("done", 0 if ev == "start" else view.done) or 0
             view.last = rec
+            if rec.get("prelude"):  # counts shown, the fraction stays the main work's
+                continue
             if view.total:
                 view.fraction = min(1.0, view.done / view.total)
             elif ev == "end":

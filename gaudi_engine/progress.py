@@ -7,6 +7,10 @@ Line format (every line has `time`, `stage`, `event`):
   {"event": "metric",   "stage": "train-align", "step": 10, "epoch": 0, "loss": 0.31, ...}
   {"event": "log",      "stage": "sync", "message": "..."}
   {"event": "end",      "stage": "sync", "done": 500, "status": "ok" | "failed" | "cancelled"}
+
+A pass that only prepares a command's main work (loading models or images, calibration passes)
+is a `Progress(..., prelude=True)`: its records carry `"prelude": true`, so a reader shows its
+counts without taking them for the command's own fraction (which would run to 100 % and back).
 """
 from __future__ import annotations
 
@@ -62,7 +66,8 @@ class Progress:
     """A bar plus JSONL records. Thread-safe `update`. Use as a context manager."""
 
     def __init__(self, stage: str, total: int | None = None, unit: str = "it",
-                 jsonl: str | None = None, disable: bool | None = None, min_interval: float = 0.25):
+                 jsonl: str | None = None, disable: bool | None = None, min_interval: float = 0.25,
+                 prelude: bool = False):
         from tqdm import tqdm  # light import; kept local so importing this module is free
 
         self.stage = stage
@@ -77,7 +82,8 @@ class Progress:
         self._bar = tqdm(total=total, desc=stage, unit=unit, disable=disable, dynamic_ncols=True,
                          file=sys.stderr)
         self._status = "ok"
-        emit(stage, "start", jsonl, total=total)
+        self._tag = {"prelude": True} if prelude else {}
+        emit(stage, "start", jsonl, total=total, **self._tag)
 
     def set_total(self, total: int | None) -> None:
         with self._lock:
@@ -96,7 +102,7 @@ class Progress:
             final = self.total is not None and self.done >= self.total
             if final or now - self._last_emit >= self._min_interval:
                 self._last_emit = now
-                emit(self.stage, "progress", self._jsonl, done=self.done, total=self.total, **extra)
+                emit(self.stage, "progress", self._jsonl, done=self.done, total=self.total, **self._tag, **extra)
 
     def metric(self, **fields: Any) -> None:
         emit(self.stage, "metric", self._jsonl, **fields)
@@ -111,7 +117,8 @@ class Progress:
 
     def close(self, **extra: Any) -> None:
         self._bar.close()
-        emit(self.stage, "end", self._jsonl, done=self.done, total=self.total, status=self._status, **extra)
+        emit(self.stage, "end", self._jsonl, done=self.done, total=self.total, status=self._status,
+             **self._tag, **extra)
 
     def __enter__(self) -> "Progress":
         return self

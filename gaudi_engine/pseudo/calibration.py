@@ -18,7 +18,7 @@ def calibration_posts(labeler: PseudoLabeler, records: list[dict], cfg: PseudoCo
     """(record, working image, tags) of the first `calib_sample` posts of the whole manifest (by
     post_id, so every shard calibrates on the same ones) that load and carry tags, with a bar."""
     sample = sorted(records, key=lambda r: r["post_id"])[: cfg.validators.calib_sample]
-    with Progress(what, total=len(sample), unit="post") as bar:
+    with Progress(what, total=len(sample), unit="post", prelude=True) as bar:
         for rec in sample:
             tags = [t for t in dict.fromkeys(rec["tags"]) if t]
             try:
@@ -106,7 +106,7 @@ def solo_colours(labeler: PseudoLabeler, records: list[dict], broad: str, specif
     out = []
     solo = [r for r in sorted(records, key=lambda r: r["post_id"])
             if broad in r["tags"] and specific not in r["tags"]][:limit]
-    with Progress(f"calibrate-looks {broad}/{specific}", total=len(solo), unit="post") as bar:
+    with Progress(f"calibrate-looks {broad}/{specific}", total=len(solo), unit="post", prelude=True) as bar:
         for rec in solo:
             try:
                 image = labeler.load(rec)

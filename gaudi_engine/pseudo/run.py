@@ -75,7 +75,7 @@ def run_pseudolabels(manifest, tag_desc, align_ckpt, out, segmenter_ckpt=None, s
     if not records:
         raise GaudiError(f"manifest {manifest} has no posts")
     descs = load_tag_descriptions(tag_desc) if tag_desc else {}
-    with Progress("load-models", total=2 if segmenter_ckpt else 1, unit="model") as bar:  # a first record
+    with Progress("load-models", total=2 if segmenter_ckpt else 1, unit="model", prelude=True) as bar:
         bundle = load_align(align_ckpt, device)
         model = bundle.model.eval()
         texts = TagTexts(model, bundle.vocab, bundle.text_emb, {**(bundle.descriptions or {}), **descs})

@@ -124,7 +124,7 @@ class TagImageDataset(torch.utils.data.Dataset):
         images, labels, kept, self.boxes = [], [], [], []
         quiet = int(os.environ.get("RANK", 0)) != 0  # under torchrun one rank reports progress
         with Progress("load-images", total=len(records), unit="img", disable=True if quiet else None,
-                      jsonl=os.devnull if quiet else None) as bar:
+                      jsonl=os.devnull if quiet else None, prelude=True) as bar:
             for r in records:
                 loaded = load_canvas(r, pre, cache)
                 bar.update()

@@ -72,7 +72,7 @@ def build_targets(records: list[dict], preprocess, pseudomasks: Path | None = No
     cfg = cfg or SegTargetsConfig()
     out: dict[int, dict[str, np.ndarray]] = {}
     if gt_masks is not None:
-        with Progress("load-masks", total=len(records), unit="post") as bar:
+        with Progress("load-masks", total=len(records), unit="post", prelude=True) as bar:
             for rec in records:
                 d = {}
                 for tag in rec["tags"]:
@@ -94,7 +94,7 @@ def build_targets(records: list[dict], preprocess, pseudomasks: Path | None = No
     by_post: dict[int, list] = {}
     for row in df.itertuples(index=False):
         by_post.setdefault(int(row.post_id), []).append(row)
-    with Progress("load-masks", total=len(records), unit="post") as bar:
+    with Progress("load-masks", total=len(records), unit="post", prelude=True) as bar:
         for rec in records:
             d = {}
             for row in by_post.get(rec["post_id"], []):

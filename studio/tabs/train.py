@@ -238,13 +238,16 @@ def build(state: StudioState) -> None:
     runs = gr.Dataframe(runs_frame(state), label="Runs: what each was made from, checkpoints", interactive=False,
                         elem_id="train-runs")
     with gr.Row():
+        # custom values allowed: runs appear after the page was built (the server checks a pick
+        # against the choices it built the page with)
         doomed = gr.Dropdown(list(runs_frame(state)["run"]), value=None, label="Run", scale=2,
-                             elem_id="train-delete-run")
+                             allow_custom_value=True, elem_id="train-delete-run")
         ask = gr.Button("Delete run…", size="sm", scale=0, elem_id="train-delete")
         with gr.Row(visible=False, elem_id="train-delete-confirm") as confirm_row:
             sure = gr.Button("Delete it for good", variant="stop", size="sm", elem_id="train-delete-yes")
             keep = gr.Button("Keep it", size="sm", elem_id="train-delete-no")
     deleted = gr.Markdown("", elem_id="train-delete-status")
+    pending = gr.State("")  # the run the confirm asks about
     timer = gr.Timer(1.0)
     knobs = [model, pretrained, image_size, epochs, batch_size, device]
 
@@ -276,18 +279,20 @@ def build(state: StudioState) -> None:
     def on_ask(name):
         if not name:
             gr.Info("pick a run to delete")
-            return gr.update(visible=False), ""
-        return gr.update(visible=True), f"Delete **{name}** and every file in it? This cannot be undone."
+            return gr.update(visible=False), "", ""
+        return gr.update(visible=True), f"Delete **{name}** and every file in it? This cannot be undone.", name
 
     @guard
     def on_delete(name):
+        if not name:
+            raise GaudiError("pick a run to delete")
         text = delete_run(state, name)
-        names = [r["run"] for r in runs_frame(state).to_dict("records")]
-        return gr.update(visible=False), text, gr.update(choices=names, value=None), runs_frame(state)
+        frame = runs_frame(state)
+        return gr.update(visible=False), text, gr.update(choices=list(frame["run"]), value=None), frame, ""
 
-    ask.click(on_ask, doomed, [confirm_row, deleted])
-    sure.click(on_delete, doomed, [confirm_row, deleted, doomed, runs])
-    keep.click(lambda: (gr.update(visible=False), "Kept."), None, [confirm_row, deleted])
+    ask.click(on_ask, doomed, [confirm_row, deleted, pending])
+    sure.click(on_delete, pending, [confirm_row, deleted, doomed, runs, pending])
+    keep.click(lambda: (gr.update(visible=False), "Kept.", ""), None, [confirm_row, deleted, pending])
 
     shown = gr.State("")  # what this page shows already: redraw plot/tables only on change
 
@@ -315,9 +320,8 @@ def build(state: StudioState) -> None:
                 state.jobs.log_tail(job), jobs_df, runs_df, key)
 
     timer.tick(tick, shown, [bar, status, plot, logs, queue, runs, shown], show_progress="hidden")
-    runs.change(lambda df, cur: gr.update(choices=list(df["run"]) if len(df) else [],
-                                          value=cur if len(df) and cur in list(df["run"]) else None),
-                [runs, doomed], doomed, show_progress="hidden")
+    runs.change(lambda df: gr.update(choices=list(df["run"]) if len(df) else []), runs, doomed,
+                show_progress="hidden")
 
 
 def step_text(view) -> str:

@@ -11,6 +11,7 @@ import torch
 
 from gaudi_engine import progress
 from gaudi_engine.cli import main
+from gaudi_engine.jobs import read_progress
 
 
 def test_every_calibration_pass_reports_progress(tmp_path):
@@ -53,5 +54,14 @@ def test_every_calibration_pass_reports_progress(tmp_path):
         assert counts and counts == sorted(counts) and counts[-1] == start["total"], (stage, counts)
     looks = [e for e in events if e["stage"] == "calibrate-looks ocean/beach"]
     assert looks[0]["total"] == 1
+    # the passes before the labelling are preludes: the studio shows their counts, while the bar
+    # (the command's own fraction) waits at 0 instead of running to 100 % and back for each pass
+    assert all(e.get("prelude") is (None if e["stage"] == "pseudolabels" else True) for e in events)
+    lines = prog.read_text().splitlines()
+    first_label = next(i for i, e in enumerate(events) if e["stage"] == "pseudolabels")
+    (tmp_path / "head.jsonl").write_text("\n".join(lines[:first_label]) + "\n")
+    view = read_progress(tmp_path / "head.jsonl")
+    assert (view.stage, view.done, view.total, view.fraction) == ("calibrate-floors", 6, 6, 0.0)
+    assert read_progress(prog).fraction == 1.0
     lineage = json.loads((tmp_path / "runs" / "pseudomasks_v1" / "lineage.json").read_text())
     assert lineage["status"] == "done" and lineage["expected"] == {"posts": 2}

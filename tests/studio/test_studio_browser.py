@@ -135,6 +135,46 @@ def test_training_job_reaches_100_percent_with_a_loss_plot(page, pipeline):
     page.wait_for_selector("#train-progress [data-pct='100']")
 
 
+def pick(page, dropdown: str, label: str) -> None:
+    """Choose an option of a gr.Dropdown by its label."""
+    page.locator(f"{dropdown} input").click()
+    page.get_by_role("option", name=label, exact=True).click()
+    page.wait_for_timeout(300)
+
+
+def test_each_launch_is_a_new_run_listed_with_its_inputs(page, pipeline, studio):
+    """Stage B launched again writes seg_s1-002 beside seg_s1 (the test above); both rows say they
+    were made from pseudomasks_v1 (its index's sha256), with their own times; deleting one asks."""
+    from gaudi_engine.lineage import read_lineage, sha256_file
+
+    pipeline.wait()
+    ws = studio[1]
+    open_tab(page, "Train")
+    for elem, value in (("#train-epochs", "1"), ("#train-batch", "8")):
+        page.locator(f"{elem} input").fill(value)
+    page.get_by_role("button", name="Stage B", exact=True).click()
+    row = page.locator("#train-runs .virtual-row", has_text="seg_s1-002")
+    row.wait_for(timeout=60_000)
+    page.wait_for_function("[...document.querySelectorAll('#train-runs .virtual-row')].some("
+                           "r => r.innerText.includes('seg_s1-002') && r.innerText.includes('done'))", timeout=120_000)
+    pm_sha = sha256_file(ws / "runs" / "pseudomasks_v1" / "index.parquet")[:8]
+    for name in ("seg_s1", "seg_s1-002"):
+        text = page.locator("#train-runs .virtual-row", has_text=f"runs/{name}/checkpoints/model.pt").inner_text()
+        assert f"pseudomasks: pseudomasks_v1 @{pm_sha}" in text and "manifest: data/manifest.csv @" in text, text
+        assert read_lineage(ws / "runs" / name)["status"] == "done"
+    assert (ws / "runs" / "seg_s1" / "checkpoints" / "model.pt").exists()  # the first run is still there
+    shot(page, "train_runs")
+    pick(page, "#train-delete-run", "seg_s1-002")
+    page.locator("#train-delete").click()
+    page.wait_for_selector("#train-delete-status:has-text('cannot be undone')")
+    assert (ws / "runs" / "seg_s1-002").exists()  # only asked so far
+    page.locator("#train-delete-yes").click()
+    page.wait_for_selector("#train-delete-status:has-text('Deleted run seg_s1-002')")
+    assert not (ws / "runs" / "seg_s1-002").exists() and (ws / "runs" / "seg_s1").exists()
+    page.wait_for_function("!document.querySelector('#train-runs').innerText.includes('seg_s1-002')")
+    no_error_toast(page)
+
+
 def test_pseudo_mask_browser_shows_overlay_and_scores(page, pipeline):
     pipeline.wait()
     open_tab(page, "Pseudo-masks")
@@ -278,3 +318,31 @@ def test_files_outside_the_workspace_are_not_served(studio):
     assert _status(f"{url}gradio_api/file=/etc/passwd") == 403
     assert _status(f"{url}gradio_api/file={ws / 'data' / 'catalogue.duckdb'}") == 403
     assert _status(f"{url}gradio_api/file={ws}/../../../../etc/hostname") == 403
+
+
+def test_pseudo_masks_shows_a_run_being_written_with_its_count(page, studio):
+    """A pseudo-mask run a live process writes (its lineage, parts lines so far) is listed as in
+    progress with its count, which follows the parts file, instead of "no run yet"."""
+    import os
+    import shutil
+    import socket
+
+    run = studio[1] / "runs" / "pseudomasks_v1-900"
+    (run / "parts").mkdir(parents=True)
+    part = run / "parts" / "shard-0-of-1.jsonl"
+    part.write_text("".join(json.dumps({"post_id": i, "rows": []}) + "\n" for i in range(5)))
+    (run / "lineage.json").write_text(json.dumps({  # this test's process stands for the writer
+        "command": "pseudolabels", "status": "running", "pid": os.getpid(), "host": socket.gethostname(),
+        "created": "2026-01-01T00:00:00Z", "expected": {"posts": N_SCENES}, "inputs": {}}))
+    try:
+        open_tab(page, "Pseudo-masks")
+        page.wait_for_selector(f"#pm-summary:has-text('pseudomasks_v1-900 is being written: 5 of {N_SCENES} posts')")
+        pick(page, "#pm-run", "pseudomasks_v1-900 (in progress)")
+        page.wait_for_selector("#pm-summary:has-text('its masks show here when it ends')")
+        with open(part, "a") as fh:
+            fh.write("".join(json.dumps({"post_id": i, "rows": []}) + "\n" for i in range(5, 8)))
+        page.wait_for_selector(f"#pm-summary:has-text('8 of {N_SCENES} posts so far')", timeout=15_000)
+        assert "No pseudo-mask run yet" not in page.locator("#pm-summary").inner_text()
+        shot(page, "pseudo_masks_in_progress")
+    finally:
+        shutil.rmtree(run)
