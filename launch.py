@@ -64,6 +64,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from gaudi_engine.errors import GaudiError
     from gaudi_engine.workspace import Workspace
+    from studio.uploads import max_upload_bytes
+
+    try:
+        max_upload = max_upload_bytes(args.max_upload_mb)
+    except GaudiError as exc:
+        print(f"launch.py: error: {exc}", file=sys.stderr)
+        return 2
 
     root = args.workspace or os.environ.get("GAUDI_WORKSPACE") or (DEMO_WORKSPACE if args.demo else None)
     ws = Workspace(root).ensure()
@@ -82,10 +89,9 @@ def main(argv: list[str] | None = None) -> int:
             booru = start_demo_booru(ws)
         from studio.app import ensure_samples, launch
         from studio.state import StudioState
-        from studio.uploads import max_upload_bytes
 
         ensure_samples()
-        state = StudioState.open(ws, demo_booru=booru, max_upload=max_upload_bytes(args.max_upload_mb))
+        state = StudioState.open(ws, demo_booru=booru, max_upload=max_upload)
     except GaudiError as exc:
         print(f"launch.py: error: {exc}", file=sys.stderr)
         return 2

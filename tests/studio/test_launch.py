@@ -36,3 +36,11 @@ def test_loopback_rules():
     assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
     assert is_loopback("127.3.4.5")
     assert not is_loopback("0.0.0.0") and not is_loopback("10.0.0.1") and not is_loopback("example.com")
+
+
+@pytest.mark.parametrize("value", ["lots", "0"])
+def test_bad_upload_limit_is_one_line(tmp_path, value):
+    p = launch("--workspace", str(tmp_path / "ws"), "--max-upload-mb", value, "--port", "1")
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1 and "upload limit" in lines[0], p.stderr
+    assert not (tmp_path / "ws").exists()  # refused before touching anything
