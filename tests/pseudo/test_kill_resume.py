@@ -81,17 +81,18 @@ def test_a_line_cut_by_a_kill_is_redone_not_glued_to_the_next(setup, tmp_path):
 
 def test_pseudolabels_workers_end_with_a_killed_command_and_the_rerun_completes(setup, tmp_path):
     """`--workers 2` runs two shard processes: `kill -9` of the command ends them too (they would
-    go on writing the run beside the rerun), and the rerun ends with the uninterrupted run's rows."""
+    go on writing the run beside the rerun), and a rerun (here in one process) takes over their
+    finished posts and ends with the uninterrupted run's rows."""
     root, info = setup
     run = tmp_path / "pm"
     args = ["--workspace", tmp_path, "pseudolabels", "--manifest", info["manifest"], "--tag-desc",
-            info["tag_descriptions"], "--align-ckpt", root / "align.pt", "--out", run, "--workers", "2",
+            info["tag_descriptions"], "--align-ckpt", root / "align.pt", "--out", run,
             "--set", f"validators.calib_sample={CALIB}"]
-    killed = sigkill_when(args, lambda: sum(count_lines(p) for p in run.glob("parts/*.jsonl")) >= 2,
+    killed = sigkill_when([*args, "--workers", "2"], lambda: sum(map(count_lines, run.glob("parts/*.jsonl"))) >= 2,
                           log=tmp_path / "killed.log")
     assert len(killed.children) == 2
     assert_ended(killed.children)
-    rc, out, err = run_gaudi_cmd(*args, timeout=180)
+    rc, out, err = run_gaudi_cmd(*args, timeout=180)  # the rest in one process
     assert rc == 0, err
     lines = [json.loads(x) for p in run.glob("parts/*.jsonl") for x in p.read_text().splitlines()]
     assert sorted(x["post_id"] for x in lines) == list(range(1, N_POSTS + 1))  # each post once
