@@ -152,7 +152,30 @@ def merge_index(out: Path) -> int:
     for c in ("area", "cam_score", "consistency_iou", "deletion_drop", "insertion_keep", "prob",
               "quality", "threshold", "margin"):
         df[c] = df[c].astype("float64")
-    tmp = out / f"index.parquet.tmp{os.getpid()}"
+    _remove_dead_writers_temps(out)
+    tmp = out / f"{_INDEX_TMP}{os.getpid()}"  # one per process: shards merge at the same time
     df.to_parquet(tmp, index=False)
     os.replace(tmp, out / "index.parquet")
     return len(df)
+
+
+_INDEX_TMP = "index.parquet.tmp"
+
+
+def _remove_dead_writers_temps(out: Path) -> None:
+    """Delete index temp files whose writer no longer runs (a merge killed mid-write); a running
+    shard's own temp file is left alone."""
+    for tmp in out.glob(f"{_INDEX_TMP}*"):
+        pid = tmp.name[len(_INDEX_TMP):]
+        if pid.isdigit() and not _running(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

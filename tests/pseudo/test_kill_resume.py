@@ -100,3 +100,24 @@ def test_pseudolabels_workers_end_with_a_killed_command_and_the_rerun_completes(
                                   pd.read_parquet(root / "straight" / "index.parquet"))
     assert _outputs(run) == _outputs(root / "straight")
     assert leftover_temp_files(run) == []
+
+
+def test_an_index_merge_cut_by_a_kill_leaves_no_temp_file(setup, tmp_path):
+    """A kill while index.parquet was being written leaves the writer's temp file; the next merge
+    deletes it (its writer is gone) but never a running shard's."""
+    import os
+    import subprocess
+    import sys
+
+    from gaudi_engine.pseudo.output import merge_index
+
+    root, _ = setup
+    run = tmp_path / "pm"
+    (run / "parts").mkdir(parents=True)
+    (run / "parts" / "shard-0-of-1.jsonl").write_text((root / "straight" / PART).read_text())
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead, live = run / f"index.parquet.tmp{int(gone.stdout)}", run / f"index.parquet.tmp{os.getppid()}"
+    dead.write_bytes(b"PAR1 half a file")
+    live.write_bytes(b"PAR1 being written")
+    assert merge_index(run) == len(pd.read_parquet(root / "straight" / "index.parquet"))
+    assert not dead.exists() and live.exists()
