@@ -36,6 +36,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .errors import GaudiError
+from .filenames import shown
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ def open_image(source, need=None, max_pixels: int | None = None):
     from PIL import Image, ImageOps
 
     name = getattr(source, "name", None) or (str(source) if isinstance(source, (str, os.PathLike)) else "image")
-    name = Path(str(name)).name or str(name)
+    name = shown(Path(str(name)).name or str(name))
     if isinstance(source, Image.Image):
         return _to_rgb(source)
     limit = MAX_PIXELS if max_pixels is None else max_pixels

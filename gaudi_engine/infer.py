@@ -21,6 +21,7 @@ import torch
 
 from . import rle
 from .errors import GaudiError
+from .filenames import shown
 from .imaging import ImageError, Preprocess, WorkingImage, load_working, open_image, to_working, upsample_maps
 from .tags import SidecarReader, split_tags as parse_tags  # parse_tags: the name the studio and CLI use
 
@@ -168,7 +169,7 @@ def infer_single(predictor: Predictor, image_path, tags, out_json=None, viz=None
     tags = parse_tags(tags) or _sidecar_tags(Path(image_path), sidecars)
     if sidecars.note():
         log.warning("%s", sidecars.note())
-    result = predictor.predict(work, tags, threshold, name=str(image_path))
+    result = predictor.predict(work, tags, threshold, name=shown(image_path))
     if out_json:
         Path(out_json).parent.mkdir(parents=True, exist_ok=True)
         Path(out_json).write_text(json.dumps(result), encoding="utf-8")
@@ -208,9 +209,10 @@ def infer_batch(predictor: Predictor, images_dir, out_dir, tags=None, masks_dir=
                 _infer_one(predictor, p, fixed or _sidecar_tags(p, sidecars), out_dir, masks_dir, threshold)
                 done += 1
             except GaudiError as exc:  # ImageError is one: the file is named in its message
-                reason = str(exc).removeprefix(f"{p.name}: ")
-                log.warning("skipping %s: %s", p.name, reason)
-                skipped.append(p.name)
+                name = shown(p.name)
+                reason = str(exc).removeprefix(f"{name}: ")
+                log.warning("skipping %s: %s", name, reason)
+                skipped.append(name)
             bar.update(1)
         if sidecars.note():
             log.warning("%s", sidecars.note())
@@ -220,9 +222,9 @@ def infer_batch(predictor: Predictor, images_dir, out_dir, tags=None, masks_dir=
 def _infer_one(predictor: Predictor, path: Path, tags: list[str], out_dir: Path, masks_dir, threshold: float) -> None:
     """One picture of a batch: its JSON, overlay and masks; GaudiError when it cannot be used."""
     if not tags:
-        raise GaudiError(f"no --tags and no sidecar {path.with_suffix('.txt').name}")
+        raise GaudiError(f"no --tags and no sidecar {shown(path.with_suffix('.txt').name)}")
     image = _read(predictor, path, True)
-    result = predictor.predict(image, tags, threshold, name=path.name)
+    result = predictor.predict(image, tags, threshold, name=shown(path.name))
     (out_dir / f"{path.stem}.json").write_text(json.dumps(result), encoding="utf-8")
     predictor.overlay(image.preview, result).save(out_dir / f"{path.stem}.png")
     if masks_dir:

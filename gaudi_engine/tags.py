@@ -85,7 +85,9 @@ class SidecarReader:
 
     def read(self, path: str | os.PathLike, name: str | None = None) -> tuple[list[str], str | None]:
         """(tags, rating) of a sidecar file; ([], None) when it cannot be read (remembered)."""
-        name = name or os.path.basename(path)
+        from .filenames import shown
+
+        name = name or shown(os.path.basename(path))
         try:
             with open(path, "rb") as fh:
                 data = fh.read()

@@ -9,6 +9,7 @@ says which is which, so a test asserts every good file came through and every ba
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -16,6 +17,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+# A name whose bytes are not UTF-8 (latin-1 "café", as old Windows zips hold them): Python keeps it
+# with a lone surrogate; messages and the catalogue show it as `caf\xe9` (gaudi_engine.filenames).
+LATIN1_NAME = os.fsdecode(b"caf\xe9 latin1.png")
 
 # A 1-bit PNG of 16000 x 16000 = 256 MP: ~30 KB on disk, above every decoding limit we keep
 # (Pillow refuses > 179 MP, imaging.MAX_PIXELS is 200 MP), so it must be refused from its header.
@@ -69,6 +74,7 @@ def good_images() -> dict[str, bytes]:
         "photo.webp": image_bytes("WEBP", colour=(3, 90, 3)),
         "strip.png": image_bytes("PNG", size=(1, 8000), colour=(9, 200, 9)),
         "café ünïcode 絵.jpg": image_bytes("JPEG", colour=(90, 2, 3)),
+        LATIN1_NAME: image_bytes("PNG", colour=(5, 6, 200)),
     }
 
 

@@ -33,6 +33,7 @@ def test_batch_skips_each_bad_file_with_one_line_and_writes_every_good_one(align
     assert any("bomb.png" in line and "decompression bomb" in line for line in lines)
     assert sum("not UTF-8" in line for line in lines) == 1  # said once for the run
     assert f"{len(h.good)} images done, {len(h.bad)} skipped" in out
+    assert "caf\\xe9 latin1.png" not in err  # a good file, though its name is not UTF-8
     for rel in h.good:
         stem = rel.rsplit(".", 1)[0]
         res = json.loads((tmp_path / "D" / f"{stem}.json").read_text(encoding="utf-8"))

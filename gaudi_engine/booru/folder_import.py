@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GaudiError
+from ..filenames import shown
 from ..progress import Progress
 from ..tags import SidecarReader
 from .images import IMAGE_EXTS, ImageError, verify_image
@@ -77,8 +78,8 @@ def import_folder(ws, cat, folder: str | os.PathLike) -> dict[str, Any]:
     images = find_images(root)
     if not images:
         raise GaudiError(f"no images (png, jpg, jpeg, webp, gif) under {root}")
-    origin = f"folder:{root}"
-    summary: dict[str, Any] = {"folder": str(root), "found": len(images), "imported": 0,
+    origin = f"folder:{shown(root)}"
+    summary: dict[str, Any] = {"folder": shown(root), "found": len(images), "imported": 0,
                                "duplicates": 0, "skipped": 0, "without_tags": 0,
                                "errors": [], "warnings": [], "tag_files": None}
     seen: set[str] = set()
@@ -94,7 +95,7 @@ def import_folder(ws, cat, folder: str | os.PathLike) -> dict[str, Any]:
 
     with Progress("import-folder", total=len(images), unit="img") as bar:
         for image in images:
-            rel = image.relative_to(root).as_posix()
+            rel = shown(image.relative_to(root).as_posix())  # printable and storable, whatever the bytes
             bar.update(1)
             try:
                 data = image.read_bytes()
@@ -118,9 +119,9 @@ def import_folder(ws, cat, folder: str | os.PathLike) -> dict[str, Any]:
             if sidecar is None:
                 tags, rating = [], None
                 summary["without_tags"] += 1
-                summary["warnings"].append(f"{rel}: no tag file ({image.stem}.txt), imported without tags")
+                summary["warnings"].append(f"{rel}: no tag file ({shown(image.stem)}.txt), imported without tags")
             else:
-                tags, rating = sidecars.read(sidecar, sidecar.relative_to(root).as_posix())
+                tags, rating = sidecars.read(sidecar, shown(sidecar.relative_to(root).as_posix()))
             target = ws.image_path(md5, info.ext)
             _copy_into(data, target)
             posts.append({

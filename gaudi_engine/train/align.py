@@ -110,6 +110,10 @@ def make_align_loss(tokens: torch.Tensor, owner: torch.Tensor, n_vocab: int, bg_
             metrics["neg_logit"] = float(logits[~p].mean()) if (~p).any() else 0.0
         return loss, metrics
 
+    # the negatives' generator goes into last.pt with the rest of the run's RNG (`train.loop`), so a
+    # resumed run samples what an uninterrupted one would
+    loss_fn.state_dict = lambda: {"negatives_rng": gen.get_state()}
+    loss_fn.load_state_dict = lambda st: gen.set_state(st["negatives_rng"])
     return loss_fn
 
 

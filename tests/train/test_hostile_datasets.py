@@ -6,6 +6,7 @@ import logging
 
 import torch
 
+from gaudi_engine.filenames import shown
 from tests.hostile_files import write_hostile_folder
 
 PRE = {"image_size": 64}
@@ -17,7 +18,9 @@ def hostile_manifest(tmp_path):
     with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["post_id", "image_path", "tags", "md5", "rating", "width", "height"])
-        for i, rel in enumerate(h.good + h.bad):
+        # a manifest is UTF-8 CSV: a name that is not UTF-8 cannot be in one (export-manifest writes
+        # md5-named copies), so that picture is left out here
+        for i, rel in enumerate(r for r in h.good + h.bad if shown(r) == r):
             w.writerow([i + 1, (h.root / rel).as_posix(), "sky grass" if i % 2 else "sky 1girl", "", "g", "", ""])
     return h, path
 
@@ -37,7 +40,7 @@ def test_stage_a_dataset_skips_each_unreadable_picture_once(tmp_path, caplog):
     records = read_manifest(manifest)
     with caplog.at_level(logging.WARNING, logger="gaudi_engine"):
         ds = TagImageDataset(records, build_vocab(records), PRE, cache=WorkingImageCache(tmp_path / "cache"))
-    assert len(ds) == len(h.good)
+    assert len(ds) == len([r for r in h.good if shown(r) == r])
     _skips(caplog, h)
     for i in range(len(ds)):
         item = ds[i]
@@ -53,7 +56,7 @@ def test_stage_b_dataset_skips_each_unreadable_picture_once(tmp_path, caplog):
     records = read_manifest(manifest)
     with caplog.at_level(logging.WARNING, logger="gaudi_engine"):
         ds = SegmenterDataset(records, {}, build_vocab(records), PRE)
-    assert len(ds) == len(h.good)
+    assert len(ds) == len([r for r in h.good if shown(r) == r])
     _skips(caplog, h)
     for i in range(len(ds)):
         ds[i]
