@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from tests.hostile_files import write_hostile_folder
+from tests.hostile_files import LATIN1_NAME, write_hostile_folder
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,8 @@ def test_batch_skips_each_bad_file_with_one_line_and_writes_every_good_one(align
     assert any("bomb.png" in line and "decompression bomb" in line for line in lines)
     assert sum("not UTF-8" in line for line in lines) == 1  # said once for the run
     assert f"{len(h.good)} images done, {len(h.bad)} skipped" in out
-    assert "caf\\xe9 latin1.png" not in err  # a good file, though its name is not UTF-8
+    latin1 = json.loads((tmp_path / "D" / f"{LATIN1_NAME[:-4]}.json").read_text(encoding="utf-8"))
+    assert latin1["image"] == "caf\\xe9 latin1.png"  # a name that is not UTF-8, shown with an escape
     for rel in h.good:
         stem = rel.rsplit(".", 1)[0]
         res = json.loads((tmp_path / "D" / f"{stem}.json").read_text(encoding="utf-8"))
