@@ -9,7 +9,7 @@ from PIL import Image
 
 from studio.uploads import check_upload_size, max_upload_bytes, open_upload
 from gaudi_engine.errors import GaudiError
-from tests.hostile_files import bad_images
+from tests.hostile_files import bad_images, good_images
 
 from .conftest import UPLOAD_LIMIT_MB, copy_sample, shot
 from .test_studio_browser import no_error_toast, open_tab
@@ -71,6 +71,20 @@ def test_a_hostile_upload_is_one_visible_line_naming_it(page, pipeline, studio, 
     toast.wait_for(timeout=30_000)
     text = toast.inner_text()
     assert words in text and "Traceback" not in text and str(tmp_path) not in text, text
+
+
+def test_odd_but_good_uploads_are_segmented(page, pipeline, studio, tmp_path):
+    """CMYK JPEG, a 1x8000 strip, an animated GIF: decoded by the engine, one mask row each."""
+    pipeline.wait()
+    for name in ("cmyk.jpg", "strip.png", "animated.gif"):
+        path = tmp_path / name
+        path.write_bytes(good_images()[name])
+        page.reload()
+        page.wait_for_selector("#sync-gallery")
+        _upload_and_segment(page, path, ["sky"])
+        page.wait_for_function("document.querySelectorAll('#pg-table .virtual-row').length == 1", timeout=60_000)
+        assert "sky" in page.locator("#pg-table").inner_text()
+        no_error_toast(page)
 
 
 def test_two_browsers_at_once_do_not_see_each_others_state(browser, studio, pipeline, tmp_path):
