@@ -170,13 +170,16 @@ def latest_checkpoint_of(ws: Workspace, kind: str) -> str | None:
 
 
 def made_from(run: RunInfo) -> str:
-    """One line: what the run was made from (input runs and files with short hashes)."""
-    parts = []
+    """One line: what the run was made from, the runs first (`align_ckpt: align_s1 @1a2b3c4d`),
+    then the files by name (`manifest.csv @5e6f7a8b`); short sha256 prefixes."""
+    runs_part, files_part = [], []
     for name, rec in run.inputs.items():
-        what = rec.get("run") or rec.get("path", "?")
-        sha = rec.get("sha256")
-        parts.append(f"{name}: {what}" + (f" @{sha[:8]}" if sha else ""))
-    return " · ".join(parts)
+        sha = f" @{rec['sha256'][:8]}" if rec.get("sha256") else ""
+        if rec.get("run"):
+            runs_part.append(f"{name}: {rec['run']}{sha}")
+        else:
+            files_part.append(f"{Path(rec.get('path', '?')).name}{sha}")
+    return " · ".join(runs_part + files_part)
 
 
 def folder_bytes(path: Path) -> int:

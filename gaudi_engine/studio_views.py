@@ -103,13 +103,29 @@ def pseudomask_runs_in_progress(ws: Workspace) -> list[tuple[str, int, int | Non
     return out
 
 
+_counted: dict[Path, tuple[int, int]] = {}  # parts file -> (bytes counted, lines in them)
+
+
+def _lines(path: Path) -> int:
+    """Lines of an append-only file, counting only what was added since the last call (the studio
+    asks every few seconds; a large run's parts files are not read again)."""
+    offset, lines = _counted.get(path, (0, 0))
+    size = path.stat().st_size
+    if size < offset:  # rewritten: count anew
+        offset, lines = 0, 0
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            lines += chunk.count(b"\n")
+            offset += len(chunk)
+    _counted[path] = (offset, lines)
+    return lines
+
+
 def pseudomask_progress(run_dir: Path, lineage: dict | None) -> tuple[int, int | None]:
     """(posts finished so far, posts expected) of a pseudo-mask run: one line per finished post in
     its parts files (counted, not parsed: a run can be large)."""
-    done = 0
-    for part in run_dir.glob("parts/*.jsonl"):
-        with open(part, "rb") as fh:
-            done += sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+    done = sum(_lines(part) for part in run_dir.glob("parts/*.jsonl"))
     return done, ((lineage or {}).get("expected") or {}).get("posts")
 
 

@@ -98,7 +98,7 @@ def test_two_launches_make_two_runs_with_their_lineage(tmp_path, capsys):
     capsys.readouterr()
     assert main(["--workspace", str(tmp_path), "runs", "list"]) == 0
     listed = capsys.readouterr().out
-    assert "align_s1-002" in listed and "manifest: data/manifest.csv @" + sha256_file(info["manifest"])[:8] in listed
+    assert "align_s1-002" in listed and "manifest.csv @" + sha256_file(info["manifest"])[:8] in listed
     assert main(["--workspace", str(tmp_path), "runs", "delete", "align_s1-002"]) == 0
     assert not second.exists() and first.exists()
 

@@ -179,7 +179,7 @@ def build(state: StudioState) -> None:
         _, _, writing = run_choices(state)
         if r in writing or (not r and writing):
             line = writing.get(r) or next(iter(writing.values()))
-            return [], [], -1, f"{line}; its masks show here when it ends (↻ Runs to look again).", gr.skip()
+            return [], [], -1, f"{line}; its masks show here when it ends (this page follows it).", gr.skip()
         if not r:
             return [], [], -1, "No pseudo-mask run yet: run *Pseudo-labels v1* in the Train tab.", gr.skip()
         df = filtered_rows(state, r, t, s, f, a, b)

@@ -236,6 +236,7 @@ def build(state: StudioState) -> None:
     queue = gr.Dataframe(jobs_frame(state), label="Jobs (one at a time; queued ones wait)",
                          interactive=False, elem_id="train-jobs")
     runs = gr.Dataframe(runs_frame(state), label="Runs: what each was made from, checkpoints", interactive=False,
+                        wrap=True, column_widths=["11%", "9%", "8%", "27%", "10%", "10%", "17%", "8%"],
                         elem_id="train-runs")
     with gr.Row():
         # custom values allowed: runs appear after the page was built (the server checks a pick

@@ -157,10 +157,11 @@ def test_each_launch_is_a_new_run_listed_with_its_inputs(page, pipeline, studio)
     row.wait_for(timeout=60_000)
     page.wait_for_function("[...document.querySelectorAll('#train-runs .virtual-row')].some("
                            "r => r.innerText.includes('seg_s1-002') && r.innerText.includes('done'))", timeout=120_000)
+    page.wait_for_selector("#train-status:has-text('Stage B — done')", timeout=30_000)  # its job has ended
     pm_sha = sha256_file(ws / "runs" / "pseudomasks_v1" / "index.parquet")[:8]
     for name in ("seg_s1", "seg_s1-002"):
         text = page.locator("#train-runs .virtual-row", has_text=f"runs/{name}/checkpoints/model.pt").inner_text()
-        assert f"pseudomasks: pseudomasks_v1 @{pm_sha}" in text and "manifest: data/manifest.csv @" in text, text
+        assert f"pseudomasks: pseudomasks_v1 @{pm_sha}" in text and "manifest.csv @" in text, text
         assert read_lineage(ws / "runs" / name)["status"] == "done"
     assert (ws / "runs" / "seg_s1" / "checkpoints" / "model.pt").exists()  # the first run is still there
     shot(page, "train_runs")
