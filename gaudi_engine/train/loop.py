@@ -232,7 +232,7 @@ def train_loop(cfg: TrainConfig, model: torch.nn.Module, dataset, loss_fn: Calla
             epoch0 -= 1
             carry = (float(resume_payload.get("epoch_loss_sum") or 0.0), skip)
         if resume_payload.get("rng"):
-            set_rng_state(resume_payload["rng"])
+            set_rng_state(resume_payload["rng"], loss_fn)
 
     is_main = rank == 0
     writer = None
@@ -316,14 +316,15 @@ def train_loop(cfg: TrainConfig, model: torch.nn.Module, dataset, loss_fn: Calla
                     # inside an epoch: last.pt only (model.pt stays an epoch's model); rank 0's state as
                     # it is, no collective (ranks may disagree on the clock)
                     save_checkpoint(ck_path, checkpoint_payload(model, make_payload, cfg, epoch, step, opt, sched,
-                                                                scaler, batches_in_epoch=ep_n, epoch_loss_sum=ep_loss))
+                                                                scaler, loss_fn, batches_in_epoch=ep_n,
+                                                                epoch_loss_sum=ep_loss))
                     last_save = time.time()
             if world > 1:
                 _sync_buffers(model, world)
             summary.update(epochs=epoch + 1, steps=step, loss=ep_loss / max(ep_n, 1))
             if is_main:
                 save_run_checkpoints(ck_path.parent, checkpoint_payload(model, make_payload, cfg, epoch, step, opt,
-                                                                        sched, scaler))
+                                                                        sched, scaler, loss_fn))
                 last_save = time.time()
                 ep = {"epoch": epoch, "step": step, "epoch_loss": summary["loss"],
                       "seconds": round(time.time() - t_start, 2)}

@@ -24,8 +24,10 @@ def rng_state() -> dict[str, Any]:
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
 
-def set_rng_state(st: dict[str, Any]) -> None:
-    """Put back the generator states `rng_state` saved."""
+def set_rng_state(st: dict[str, Any], loss_fn: Callable | None = None) -> None:
+    """Put back the generator states `rng_state` (and `checkpoint_payload`, for `loss_fn`) saved."""
+    if st.get("loss") is not None and hasattr(loss_fn, "load_state_dict"):
+        loss_fn.load_state_dict(st["loss"])
     torch.set_rng_state(st["torch"])
     random.setstate((st["python_version"], tuple(st["python"]), None))
     np.random.set_state(("MT19937", st["numpy_keys"].numpy().astype(np.uint32), st["numpy_pos"], 0, 0.0))
@@ -56,12 +58,18 @@ class SkipBatches:
 
 
 def checkpoint_payload(model: torch.nn.Module, make_payload: Callable[[torch.nn.Module], dict] | None, cfg,
-                   epoch: int, step: int, opt: torch.optim.Optimizer, sched, scaler, **extra: Any) -> dict[str, Any]:
-    """What last.pt holds: the model's payload + the run config and everything --resume restores."""
+                       epoch: int, step: int, opt: torch.optim.Optimizer, sched, scaler, loss_fn: Callable,
+                       **extra: Any) -> dict[str, Any]:
+    """What last.pt holds: the model's payload + the run config and everything --resume restores.
+    A loss function with its own generator (`state_dict` / `load_state_dict` attributes) has its
+    state saved with the run's RNG (`rng["loss"]`)."""
     payload = make_payload(model) if make_payload else {"kind": "generic", "state_dict": model.state_dict()}
     payload["state_dict"] = {k: plain_layout(v.detach().cpu()) for k, v in payload["state_dict"].items()}
+    rng = rng_state()
+    if hasattr(loss_fn, "state_dict"):
+        rng["loss"] = loss_fn.state_dict()
     payload.update(train_config=asdict(cfg), epoch=epoch, step=step, optimizer=opt.state_dict(),
-                   scheduler=sched.state_dict(), scaler=scaler.state_dict(), rng=rng_state(), **extra)
+                   scheduler=sched.state_dict(), scaler=scaler.state_dict(), rng=rng, **extra)
     return payload
 
 
