@@ -76,10 +76,13 @@ def _is_resume_state(p: Path) -> bool:
 
 
 def checkpoints(ws: Workspace, family: str) -> list[str]:
-    """Checkpoints of runs of one family (`align`, `seg`), newest run first, `model.pt` first (a run
+    """Checkpoints of runs of one family (`align`, `seg`): finished runs first, newest first, then
+    runs that stopped early (cancelled, failed: their last epoch's model); `model.pt` first (a run
     from before model.pt existed: its `last.pt`); a last.pt beside a model.pt is left out (the
     same model + resume state). Runs still being written are left out."""
-    return [ws.rel(p) for r in runs_mod.list_runs(ws, family=family) if r.status != "running"
+    found = [r for r in runs_mod.list_runs(ws, family=family) if r.status != "running"]
+    found.sort(key=lambda r: not r.finished)  # stable: newest first within each group
+    return [ws.rel(p) for r in found
             for p in r.checkpoints if p.parent.name == "checkpoints" and not _is_resume_state(p)]
 
 

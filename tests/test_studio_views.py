@@ -54,3 +54,13 @@ def test_pseudo_mask_runs_finished_and_being_written(workspace):
     rows = {r["run"]: r for r in list_runs(workspace)}
     assert rows["pseudomasks_v1-002"]["status"] == "running 5/10"
     assert rows["pseudomasks_v1-003"]["status"] == "interrupted"
+
+
+def test_pickers_default_to_the_newest_finished_run(workspace):
+    import json
+
+    _run(workspace, "align_s1", ["model.pt"], 1_000)
+    _run(workspace, "align_s1-002", ["model.pt", "last.pt"], 2_000)  # cancelled after an epoch
+    (workspace.runs_dir / "align_s1-002" / "lineage.json").write_text(json.dumps({"status": "cancelled"}))
+    assert checkpoints(workspace, "align") == ["runs/align_s1/checkpoints/model.pt",
+                                               "runs/align_s1-002/checkpoints/model.pt"]
