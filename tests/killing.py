@@ -1,7 +1,8 @@
 """Kill-and-resume tests (issue 17.4): start the real `gaudi` command in a subprocess, SIGKILL it as
 soon as it has shown progress (polled on disk: a checkpoint, parts lines, a progress JSONL count —
-never a blind sleep), then rerun it. Every such test goes through `kill_and_rerun`; what it
-compares afterwards (rows, mask files, weights) is its own.
+never a blind sleep), then rerun it. Every such test goes through `sigkill_when` (or
+`kill_and_rerun`, which also reruns the command); what it compares afterwards (rows, mask files,
+weights, that no worker outlived the command) is its own.
 
 The killed process writes its output to a log file, not a pipe: a pipe nobody reads fills up and
 stalls the process before it gets anywhere.
