@@ -149,7 +149,8 @@ def train_align(manifest: str | os.PathLike, tag_desc: str | os.PathLike | None,
     if resume:  # the run is rebuilt exactly as saved (nanoGPT-style): model, data, settings
         saved = saved_config(out)
         if saved is None:
-            raise GaudiError(f"--resume: no checkpoint at {Path(out) / 'checkpoints' / 'last.pt'}")
+            raise GaudiError(f"--resume: no checkpoint at {Path(out) / 'checkpoints' / 'last.pt'}"
+                             " (a run stopped before its first checkpoint starts again without --resume)")
         extra = dict(saved.get("extra") or extra)
     records = read_manifest(extra["manifest"], workspace_root)
     descriptions = load_tag_descriptions(extra["tag_desc"])

@@ -166,7 +166,8 @@ def train_loop(cfg: TrainConfig, model: torch.nn.Module, dataset, loss_fn: Calla
     resume_payload = None
     if cfg.resume:
         if not ck_path.exists():
-            raise GaudiError(f"--resume: no checkpoint at {ck_path}")
+            raise GaudiError(f"--resume: no checkpoint at {ck_path}"
+                             " (a run stopped before its first checkpoint starts again without --resume)")
         resume_payload = load_checkpoint(ck_path)
         saved = resume_payload.get("train_config") or {}
         names = {f.name for f in fields(TrainConfig)}

@@ -256,7 +256,8 @@ def train_segmenter(manifest, tag_desc, pseudomasks, out, epochs: int | None = N
     if resume:
         saved = saved_config(out)
         if saved is None:
-            raise GaudiError(f"--resume: no checkpoint at {Path(out) / 'checkpoints' / 'last.pt'}")
+            raise GaudiError(f"--resume: no checkpoint at {Path(out) / 'checkpoints' / 'last.pt'}"
+                             " (a run stopped before its first checkpoint starts again without --resume)")
         extra = dict(saved.get("extra") or extra)
         tcfg = SegTargetsConfig(**extra["targets"])
     if not extra["init_from"]:

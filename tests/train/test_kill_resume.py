@@ -112,3 +112,23 @@ def test_train_segmenter_sigkill_then_resume(data, tmp_path):
     load_segmenter(run / "checkpoints" / "model.pt")  # the final checkpoint loads
     _assert_same_weights(load_checkpoint(tmp_path / "straight" / "checkpoints" / "model.pt")["state_dict"],
                          load_checkpoint(run / "checkpoints" / "model.pt")["state_dict"])
+
+
+def test_train_align_killed_before_its_first_checkpoint_starts_again(data, tmp_path):
+    """Nothing to resume yet: --resume says so in one line and how to go on; the same command
+    without --resume then trains in the same folder (a killed run does not hold it)."""
+    root, info = data
+    run, prog = tmp_path / "runs" / "a", tmp_path / "progress.jsonl"
+    args = ["--workspace", tmp_path, "train-align", "--manifest", info["manifest"], "--tag-desc",
+            info["tag_descriptions"], "--out", run, "--model", "gaudi-tiny", "--image-size", "64",
+            "--epochs", "1", "--batch-size", "4", "--device", "cpu", "--threads", "1"]
+    sigkill_when(["--progress-jsonl", prog, *args],
+                 lambda: any(r.get("stage") == "train-align" for r in jsonl_records(prog)), log=tmp_path / "killed.log")
+    assert not (run / "checkpoints" / "last.pt").exists(), "killed too late: epoch 0 was saved"
+    rc, _, err = run_gaudi_cmd("--workspace", tmp_path, "train-align", "--out", run, "--resume", "--device", "cpu")
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and "no checkpoint" in lines[0] and "without --resume" in lines[0], err
+    rc, out, err = run_gaudi_cmd(*args, timeout=180)
+    assert rc == 0, err
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 12
+    assert leftover_temp_files(run) == []
