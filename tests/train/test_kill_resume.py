@@ -1,6 +1,7 @@
 """`gaudi train-align` and `gaudi train-segmenter` killed with SIGKILL mid-epoch and resumed with
 `--resume`: the run goes on from its last checkpoint (not from step 0), ends with the weights of an
-uninterrupted run, its metrics log holds every step once, and no temp file is left behind."""
+uninterrupted run, its metrics log holds every step once, and no temp file is left behind; one
+killed before its first checkpoint starts again without --resume."""
 from __future__ import annotations
 
 import pytest
