@@ -304,7 +304,7 @@ def _girl(c: _Canvas, cx: float, foot: float, height: float) -> list[str]:
     return extra
 
 
-def _outdoor(c: _Canvas) -> None:
+def _outdoor(c: _Canvas, girl_p: float = 0.5) -> None:
     rng = c.rng
     horizon = rng.uniform(0.35, 0.6) * c.h / max(c.w, c.h)
     bottom = c.h / max(c.w, c.h)
@@ -341,7 +341,7 @@ def _outdoor(c: _Canvas) -> None:
             things.append("house")
     elif ground_top < bottom and rng.random() < 0.55:
         things.append("umbrella")
-    if rng.random() < 0.5:
+    if rng.random() < girl_p:
         things.append("1girl")
     rng.shuffle(things)
     for t in things:
@@ -367,12 +367,18 @@ def _portrait(c: _Canvas) -> None:
     _girl(c, rng.uniform(0.35, 0.65) * c.w / max(c.w, c.h), bottom * rng.uniform(1.0, 1.25), bottom * rng.uniform(0.85, 1.15))
 
 
-def render_scene(seed: int, size: int | tuple[int, int] = 160) -> tuple[Image.Image, list[str], dict[str, np.ndarray]]:
-    """One scene: (RGB image, its tags in SYNTH_TAGS order, {tag: visible-pixel bool mask})."""
+def render_scene(seed: int, size: int | tuple[int, int] = 160, girl_p: float = 0.5
+                 ) -> tuple[Image.Image, list[str], dict[str, np.ndarray]]:
+    """One scene: (RGB image, its tags in SYNTH_TAGS order, {tag: visible-pixel bool mask}).
+    `girl_p`: the chance an outdoor scene has a girl (portraits always do); 1.0 puts `1girl` on
+    every picture, as Danbooru's most common tags are (issue 15 item 4's test)."""
     w, h = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     rng = np.random.default_rng(seed)
     c = _Canvas(w, h, rng)
-    (_portrait if rng.random() < 0.2 else _outdoor)(c)
+    if rng.random() < 0.2:
+        _portrait(c)
+    else:
+        _outdoor(c, girl_p)
     img = c.img + rng.normal(0, rng.uniform(0.005, 0.03), c.img.shape).astype(np.float32)
     img = Image.fromarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8), "RGB")
     masks = {t: c.masks[t] for t in SYNTH_TAGS if t in c.masks and c.masks[t].sum() >= _MIN_PIXELS}
@@ -391,7 +397,7 @@ def _png_bytes(img: Image.Image) -> bytes:
 
 
 def generate(out_dir: str | Path, n: int, seed: int = 0, size: tuple[int, int] = (128, 192),
-             split: str | None = None, write_gt: bool = True) -> dict[str, Any]:
+             split: str | None = None, write_gt: bool = True, girl_p: float = 0.5) -> dict[str, Any]:
     """Write `n` scenes: images/NAME.png + NAME.txt, gt/NAME/<tag>.png (0/255),
     tag_descriptions.json and manifest.csv. NAME = `[split_]%06d`, post_id = index + 1."""
     out = Path(out_dir)
@@ -402,7 +408,7 @@ def generate(out_dir: str | Path, n: int, seed: int = 0, size: tuple[int, int] =
         s = _scene_seed(seed, split, i)
         side_rng = np.random.default_rng(s ^ 0x5EED)
         w, h = (int(v) for v in side_rng.integers(lo, hi + 1, size=2))
-        img, tags, masks = render_scene(s, (w, h))
+        img, tags, masks = render_scene(s, (w, h), girl_p)
         name = f"{split}_{i:06d}" if split else f"{i:06d}"
         data = _png_bytes(img)
         (out / "images" / f"{name}.png").write_bytes(data)

@@ -21,6 +21,9 @@ class PseudoConfig:
     validators: ValidatorConfig = field(default_factory=ValidatorConfig)
     prototypes: bool = False  # each tag's map times its look against the image's unclaimed
     # pixels (`prototypes`: VPL/SSR-style visual prototypes; BENCHMARKS.md, session 9)
+    ubiquitous_share: float | None = 0.9  # tags on at least this share of the posts have too few
+    # negatives to localise: their maps are weighted by the trunk's objectness (`objectness`; None: off)
+    objectness_zoom: float = 2.0  # ... read on the input enlarged this much (the deepest level is coarse)
     affinity: bool = True
     aff_radius: int = 2
     aff_beta: float = 10.0

@@ -14,6 +14,7 @@ from ..imaging import Preprocess, WorkingImage, WorkingImageCache, load_working,
 from ..models.tag_texts import TagTexts
 from . import affinity as aff
 from .cam import tag_probabilities, text_cam
+from .objectness import objectness
 from .prototypes import prototype_maps
 from .config import PseudoConfig
 from .regions import appearance_split, reassign_by_colour, regions_mask, superpixels
@@ -64,6 +65,7 @@ class PseudoLabeler:
         self.parts: dict[str, str] = {}  # part -> whole: nests that lie >= cfg.part_inside inside
         self.occluders: set[tuple[str, str]] = set()  # (thing, stuff): nests that are no part
         self.looks: dict[tuple[str, str], tuple] = {}  # mutual pair -> each tag's look (`fit_looks`)
+        self.ubiquitous: set[str] = set()  # tags on nearly every post (`objectness.ubiquitous_tags`)
         self.cache: WorkingImageCache | None = None  # decoded working images (`imaging`)
 
     def load(self, rec: dict) -> WorkingImage:
@@ -92,6 +94,11 @@ class PseudoLabeler:
                        zoom=[self.zoom.get(t, 1.0) for t in tags], part_area=self.part_area(tags),
                        zoom_max_area=self.cfg.fine_area)
         probs, views = cam.probs.unsqueeze(0), cam.views
+        common = torch.tensor([t in self.ubiquitous for t in tags])
+        if common.any():  # their own maps cannot tell them from the background (`objectness`)
+            obj = objectness(self.model, x, tuple(probs.shape[-2:]), self.cfg.objectness_zoom).to(probs.device)
+            probs[:, common] = probs[:, common] * obj
+            views[:, common] = views[:, common] * obj.to(views.device)
         if self.cfg.prototypes:  # each tag's look against the image's unclaimed pixels (`prototypes`)
             probs = per_zoom(probs, cam, lambda p, f, sel: p[:, sel] * prototype_maps(p[0], f)[sel])
         if self.cfg.affinity:  # each tag propagates along the features of the zoom it was seen at

@@ -33,6 +33,7 @@ from .calibration import calibrate, calibrate_masks
 from .cam import mutual_pairs, nest_candidates
 from .config import PseudoConfig
 from .labeler import PseudoLabeler
+from .objectness import ubiquitous_tags
 from .output import done_posts, merge_index, open_part, parse_shard, part_line, shard_records, write_post
 from .structure import apply_structure, inherit_structure, run_structure
 
@@ -50,12 +51,13 @@ def shared_json(path: Path, compute) -> dict:
 
 
 def write_run_config(out: Path, cfg: PseudoConfig, manifest, align_ckpt, segmenter_ckpt=None,
-                     round_: int | None = None, structure: dict | None = None) -> Path:
+                     round_: int | None = None, structure: dict | None = None,
+                     ubiquitous: set[str] = frozenset()) -> Path:
     """The run's `config.json`: its inputs and whole PseudoConfig (`pseudo`), which shard workers
     and reruns read back (`--config`). Shards write it concurrently: each replaces it whole."""
     run_config = {"align_ckpt": str(align_ckpt), "segmenter_ckpt": str(segmenter_ckpt) if segmenter_ckpt else None,
                   "manifest": str(manifest), "round": round_ if round_ is not None else (2 if segmenter_ckpt else 1),
-                  "pseudo": cfg.to_dict()}
+                  "pseudo": cfg.to_dict(), "ubiquitous_tags": sorted(ubiquitous)}
     if structure is not None:  # as before structure.json held them
         run_config.update(mutual_pairs=[[a, b, round(g, 3)] for a, b, g in structure["mutual_pairs"]],
                           parts=structure["parts"], occluders=structure["occluders"])
@@ -97,6 +99,7 @@ def run_pseudolabels(manifest, tag_desc, align_ckpt, out, segmenter_ckpt=None, s
     labeler.cache = cache_for(manifest, image_cache)
     candidates = nest_candidates([r["tags"] for r in records]) if cfg.cam.mode == "nesting" else set()
     labeler.mutual = mutual_pairs([r["tags"] for r in records]) if cfg.mutual else {}
+    labeler.ubiquitous = ubiquitous_tags([r["tags"] for r in records], cfg.ubiquitous_share)
     structure = run_structure(out, lambda: calibrate_masks(labeler, records, cfg, candidates), cfg, labeler.mutual)
     apply_structure(labeler, structure)
     mine = shard_records(records, shard_t)
@@ -113,7 +116,7 @@ def run_pseudolabels(manifest, tag_desc, align_ckpt, out, segmenter_ckpt=None, s
             return found
 
         labeler.floors = shared_json(out / "calibration.json", floors)
-    write_run_config(out, cfg, manifest, align_ckpt, segmenter_ckpt, round_, structure)
+    write_run_config(out, cfg, manifest, align_ckpt, segmenter_ckpt, round_, structure, labeler.ubiquitous)
     part = out / "parts" / f"shard-{shard_t[0]}-of-{shard_t[1]}.jsonl"
     n_masks = n_acc = skipped = 0
     with Progress("pseudolabels", total=len(todo), unit="post") as bar, open_part(part) as fh:

@@ -14,6 +14,9 @@ pooled per tag over its top 2% pixels (`excl_pool`), BCE against the image's tag
 must clearly win some pixels, an absent one none. Mean pooling here (each present tag must win
 *area*) made small things claim their surroundings; top-2% pooling raised the demo-size segmenter
 from 0.37 to 0.45 mIoU (top 5%: 0.42; BENCHMARKS.md).
+`excl_background` (off by default) adds background as a tag every picture has, pooled the same way:
+it taught `1girl`-on-every-picture where she is not on SynthBooru, and lost on ccp-dev's photos
+(BENCHMARKS.md, session 10).
 """
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ log = logging.getLogger(__name__)
 
 DEFAULTS = {  # tuned so ~500 SynthBooru images train in a few minutes on 2 CPU cores
     "epochs": 14, "batch_size": 32, "lr": 2e-3, "image_size": None, "bg_weight": 0.5,
-    "max_tags_per_step": 256, "trunk_lr_scale": 0.3, "rank_weight": 0.5, "excl_weight": 1.0, "excl_pool": "topk:0.02", "mosaic_p": 0.0,
+    "max_tags_per_step": 256, "trunk_lr_scale": 0.3, "rank_weight": 0.5, "excl_weight": 1.0, "excl_pool": "topk:0.02", "excl_background": None, "mosaic_p": 0.0,
     "align_cfg": {},  # AlignModel settings (pooling, dense levels, backgrounds)
 }
 
@@ -54,7 +57,7 @@ def _pretokenize(model, descriptions: dict[str, list[str]], vocab: list[str]) ->
 
 def make_align_loss(tokens: torch.Tensor, owner: torch.Tensor, n_vocab: int, bg_weight: float = 0.5,
                     max_tags_per_step: int = 256, seed: int = 0, rank_weight: float = 0.5,
-                    excl_weight: float = 0.0, excl_pool: str = "mean"):
+                    excl_weight: float = 0.0, excl_pool: str = "mean", excl_background: str | None = None):
     """loss_fn(model, batch) -> (loss, metrics) for train_loop."""
     gen = torch.Generator().manual_seed(seed)
 
@@ -100,8 +103,13 @@ def make_align_loss(tokens: torch.Tensor, owner: torch.Tensor, n_vocab: int, bg_
         if excl_weight > 0:  # pixels compete: a softmax over the tags + background at each pixel,
             # pooled by `excl_pool`: present tags must win some pixels, absent ones none
             z = torch.cat([model.pixel_logits(S, T), model.pixel_logits(model.background_similarity(F))], 1)
-            q = spatial_pool(torch.softmax(z.float(), 1)[:, :-1], excl_pool).clamp(1e-5, 1 - 1e-5)
+            p = torch.softmax(z.float(), 1)
+            q = spatial_pool(p[:, :-1], excl_pool).clamp(1e-5, 1 - 1e-5)
             excl = -(yk * q.log() + (1 - yk) * (1 - q).log()).mean()
+            if excl_background:  # every picture has pixels no tag claims: background must win its
+                # surest ones, so a tag on every picture still learns where it is not
+                q_bg = spatial_pool(p[:, -1:], excl_background).clamp(1e-5, 1 - 1e-5)
+                excl = excl - q_bg.log().mean() / (yk.shape[1] + 1)
             loss = loss + excl_weight * excl
             metrics["excl"] = float(excl.detach())
         with torch.no_grad():
@@ -140,7 +148,8 @@ def train_align(manifest: str | os.PathLike, tag_desc: str | os.PathLike | None,
              "bg_weight": DEFAULTS["bg_weight"] if bg_weight is None else bg_weight,
              "max_tags_per_step": DEFAULTS["max_tags_per_step"], "trunk_lr_scale": DEFAULTS["trunk_lr_scale"],
              "rank_weight": DEFAULTS["rank_weight"], "excl_weight": DEFAULTS["excl_weight"],
-             "excl_pool": DEFAULTS["excl_pool"], "mosaic_p": DEFAULTS["mosaic_p"], "align_cfg": dict(DEFAULTS["align_cfg"])}
+             "excl_pool": DEFAULTS["excl_pool"], "excl_background": DEFAULTS["excl_background"],
+             "mosaic_p": DEFAULTS["mosaic_p"], "align_cfg": dict(DEFAULTS["align_cfg"])}
     cfg = TrainConfig(out=str(out), epochs=epochs or DEFAULTS["epochs"], batch_size=batch_size or DEFAULTS["batch_size"],
                       lr=lr or DEFAULTS["lr"], device=device, seed=seed, workers=workers, resume=resume,
                       log_every=log_every, max_steps=max_steps, save_minutes=save_minutes, stage="train-align",
@@ -169,7 +178,8 @@ def train_align(manifest: str | os.PathLike, tag_desc: str | os.PathLike | None,
                               max_tags_per_step=int(extra["max_tags_per_step"]), seed=seed,
                               rank_weight=float(extra.get("rank_weight", DEFAULTS["rank_weight"])),
                               excl_weight=float(extra.get("excl_weight", DEFAULTS["excl_weight"])),
-                              excl_pool=str(extra.get("excl_pool", "mean")))
+                              excl_pool=str(extra.get("excl_pool", "mean")),
+                              excl_background=extra.get("excl_background"))
     pretrained_trunk = model.align_cfg.get("init") not in (None, "random")
     trunk_scale = float(extra["trunk_lr_scale"]) if pretrained_trunk else 1.0
 
