@@ -42,3 +42,14 @@ def dies_with_this_process() -> Callable[[], None]:
     this process does. libc is looked up here, before the fork, not in the child."""
     _prctl()
     return functools.partial(die_with_parent, os.getpid())
+
+
+def pid_alive(pid: int) -> bool:
+    """A process with this pid runs on this machine (one we may not signal counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

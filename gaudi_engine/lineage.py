@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from .child_process import pid_alive
 from .fileio import atomic_write_text
 from .workspace import Workspace
 
@@ -88,15 +89,7 @@ def is_live(lineage: dict[str, Any] | None) -> bool:
     if lineage.get("host") not in (None, socket.gethostname()):
         return True  # another machine's shard: trust the file
     pid = lineage.get("pid")
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return isinstance(pid, int) and pid_alive(pid)
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ from typing import TextIO
 
 import numpy as np
 
+from ..child_process import pid_alive
 from ..errors import GaudiError
 from ..imaging import upsample_mask, upsample_maps
 from ..tags import tag_filename
@@ -167,15 +168,6 @@ def _remove_dead_writers_temps(out: Path) -> None:
     shard's own temp file is left alone."""
     for tmp in out.glob(f"{_INDEX_TMP}*"):
         pid = tmp.name[len(_INDEX_TMP):]
-        if pid.isdigit() and not _running(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             tmp.unlink(missing_ok=True)
 
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
