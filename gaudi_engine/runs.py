@@ -225,7 +225,8 @@ def prepare_training_out(ws: Workspace, out: Path, *, resume: bool, overwrite: b
     when asked to replace it (`--overwrite`: the folder is emptied). Otherwise a folder that holds a
     trained run is left alone with a one-line error."""
     lineage = read_lineage(out)
-    if is_live(lineage) and lineage.get("pid") != os.getpid():
+    rank0 = int(os.environ.get("RANK", 0)) == 0  # other DDP ranks find rank 0's lineage running
+    if rank0 and is_live(lineage) and lineage.get("pid") != os.getpid():
         raise GaudiError(f"{ws.rel(out)} is being written by another process (pid {lineage.get('pid')})")
     if resume:
         return
@@ -235,7 +236,7 @@ def prepare_training_out(ws: Workspace, out: Path, *, resume: bool, overwrite: b
     if not overwrite:
         raise GaudiError(f"{ws.rel(out)} already holds a trained run: pass --resume to continue it, "
                          f"--overwrite to replace it, or leave out --out for a new run")
-    if int(os.environ.get("RANK", 0)) == 0:
+    if rank0:
         clear_run(out)
 
 

@@ -71,6 +71,9 @@ def test_sync_status_belongs_to_the_page_that_started_it(page, browser, studio):
         other.goto(studio[0])
         other.wait_for_selector("#sync-gallery")
         other.wait_for_timeout(2500)  # a couple of timer ticks
+        # a tick still pending shows Gradio's own timer ("0.0s") over the line: wait it out
+        other.wait_for_function(r"!/\d+\.\ds/.test(document.querySelector('#sync-status').innerText)",
+                                timeout=30_000)
         assert other.locator("#sync-status").inner_text().strip() == ""
         assert "idle" in other.locator("#sync-progress").inner_text()
     finally:
