@@ -220,14 +220,20 @@ def looks_like_run(path: Path) -> bool:
                                              "parts", "metrics.jsonl"))
 
 
+def refuse_another_writer(ws: Workspace, out: Path, lineage: dict[str, Any] | None) -> None:
+    """One line when another live process is writing the run in `out`. Only DDP rank 0 asks:
+    the other ranks find rank 0's own lineage running."""
+    rank0 = int(os.environ.get("RANK", 0)) == 0
+    if rank0 and is_live(lineage) and lineage.get("pid") != os.getpid():
+        raise GaudiError(f"{ws.rel(out)} is being written by another process (pid {lineage.get('pid')})")
+
+
 def prepare_training_out(ws: Workspace, out: Path, *, resume: bool, overwrite: bool) -> None:
     """A trainer may write into `out` when it is new or empty, when it resumes the run there, or
     when asked to replace it (`--overwrite`: the folder is emptied). Otherwise a folder that holds a
     trained run is left alone with a one-line error."""
     lineage = read_lineage(out)
-    rank0 = int(os.environ.get("RANK", 0)) == 0  # other DDP ranks find rank 0's lineage running
-    if rank0 and is_live(lineage) and lineage.get("pid") != os.getpid():
-        raise GaudiError(f"{ws.rel(out)} is being written by another process (pid {lineage.get('pid')})")
+    refuse_another_writer(ws, out, lineage)
     if resume:
         return
     ckpts = list(out.glob("checkpoints/*.pt")) if out.is_dir() else []
@@ -236,7 +242,7 @@ def prepare_training_out(ws: Workspace, out: Path, *, resume: bool, overwrite: b
     if not overwrite:
         raise GaudiError(f"{ws.rel(out)} already holds a trained run: pass --resume to continue it, "
                          f"--overwrite to replace it, or leave out --out for a new run")
-    if rank0:
+    if int(os.environ.get("RANK", 0)) == 0:
         clear_run(out)
 
 
@@ -256,8 +262,7 @@ def prepare_labelling_out(ws: Workspace, out: Path, inputs: dict[str, dict], con
     if lineage is None:
         return  # new, or a run from before lineage.json (resumed as it always was)
     if overwrite:
-        if is_live(lineage) and lineage.get("pid") != os.getpid():
-            raise GaudiError(f"{ws.rel(out)} is being written by another process (pid {lineage.get('pid')})")
+        refuse_another_writer(ws, out, lineage)
         clear_run(out)
         return
     config = json.loads(json.dumps(config, default=str))  # as the lineage holds it (lists, not tuples)
