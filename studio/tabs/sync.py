@@ -150,6 +150,10 @@ def build(state: StudioState) -> None:
 
     def tick(last: str, mine):
         t = state.task
+        # `watched` is written back only when a running task is adopted: a tick queued before this
+        # page's click returned still holds the old value, and writing that back would erase the
+        # click's (a fast task then ends unseen and its line never shows)
+        adopt = t.status == "running" and mine != t.started
         if t.status == "running":
             mine = t.started
         shown = t.status if t.status == "running" or (mine is not None and mine == t.started) else "idle"
@@ -160,9 +164,10 @@ def build(state: StudioState) -> None:
         msg = status_line(t.name, shown, t.message, t.result)
         table = counts_table(state)
         key = table.to_json()
+        watched_out = mine if adopt else gr.skip()
         if key == last:
-            return bar_html, msg, gr.skip(), gr.skip(), last, mine
-        return bar_html, msg, table, gallery_items(state), key, mine
+            return bar_html, msg, gr.skip(), gr.skip(), last, watched_out
+        return bar_html, msg, table, gallery_items(state), key, watched_out
 
     start.click(on_start, [source, base_url, folder, query, rating, limit, workers], watched)
     stop.click(on_stop, None, None)
