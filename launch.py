@@ -5,7 +5,9 @@
 
 Binds 127.0.0.1 unless told otherwise; any other host needs --auth (or GAUDI_AUTH=USER:PASS).
 --demo builds the demo workspace once (SynthBooru through a local booru, see `gaudi demo`) and
-serves that booru to the Sync tab as "Demo booru".
+serves that booru to the Sync tab as "Demo booru"; on the first launch it also queues the
+"Demo model" job (the pipeline with a short schedule, studio/demo_model.py) so the Playground
+has masks within minutes; --no-demo-model skips it.
 """
 from __future__ import annotations
 
@@ -42,6 +44,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         f"or {DEMO_WORKSPACE}/ with --demo)")
     p.add_argument("--demo", action="store_true", help="build (once) and open the demo workspace")
     p.add_argument("--demo-n", type=int, default=600, help="scenes in the demo workspace (default 600)")
+    p.add_argument("--no-demo-model", action="store_true",
+                   help="with --demo: do not train the demo model by itself on first launch")
+    p.add_argument("--demo-model-config", default=None, metavar="JSON",
+                   help="with --demo: the demo model's schedule (fields of studio.demo_model.DemoSchedule: "
+                        "model, align_epochs, seg_epochs, image_size, batch_size, device)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--auth", default=None, metavar="USER:PASS", help="required for a non-loopback --host")
@@ -66,8 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     from gaudi_engine.workspace import Workspace
     from studio.uploads import max_upload_bytes
 
+    from studio.demo_model import DemoSchedule
+
     try:
         max_upload = max_upload_bytes(args.max_upload_mb)
+        schedule = DemoSchedule.from_file(args.demo_model_config) if args.demo_model_config else None
     except GaudiError as exc:
         print(f"launch.py: error: {exc}", file=sys.stderr)
         return 2
@@ -92,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
 
         ensure_samples()
         state = StudioState.open(ws, demo_booru=booru, max_upload=max_upload)
+        if args.demo and not args.no_demo_model:
+            from studio.demo_model import start_demo_model
+
+            print(start_demo_model(state, schedule)[1], flush=True)
     except GaudiError as exc:
         print(f"launch.py: error: {exc}", file=sys.stderr)
         return 2

@@ -89,20 +89,23 @@ def build_demo(ws: Workspace, n: int = 600, size: tuple[int, int] = (128, 192), 
     t0 = time.time()
     ws.ensure()
     cat = open_catalogue(ws.catalogue_path)  # first: fails fast if a studio holds the workspace
-    src = generate_source(ws, n, size, seed)
-    booru = start_demo_booru(ws)
     try:
-        summary = sync_from_booru(ws, cat, booru.url)
-    finally:
-        booru.stop()
-    desc = src / "tag_descriptions.json"
-    if desc.exists():
-        import_json(cat, desc)
-    from .catalogue.queries import counts
+        src = generate_source(ws, n, size, seed)
+        booru = start_demo_booru(ws)
+        try:
+            summary = sync_from_booru(ws, cat, booru.url)
+        finally:
+            booru.stop()
+        desc = src / "tag_descriptions.json"
+        if desc.exists():
+            import_json(cat, desc)
+        from .catalogue.queries import counts
 
-    info = {"n": n, "size": list(size), "seed": seed, "source": DEMO_SOURCE,
-            "counts": _jsonable(counts(cat)), "seconds": round(time.time() - t0, 1),
-            "built_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        info = {"n": n, "size": list(size), "seed": seed, "source": DEMO_SOURCE,
+                "counts": _jsonable(counts(cat)), "seconds": round(time.time() - t0, 1),
+                "built_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    finally:
+        cat.close()  # the studio launched next opens it
     marker.write_text(json.dumps(info, indent=1), encoding="utf-8")
     return info
 

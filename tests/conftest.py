@@ -30,7 +30,9 @@ def gaudi_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment for a `gaudi` subprocess: this one minus credentials, plus `extra`."""
     env = {k: v for k, v in os.environ.items() if k not in _SECRET_ENV}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env.setdefault("OMP_NUM_THREADS", "1")
+    # one thread whatever the caller's shell says: the kill/resume tests compare two runs bit for
+    # bit, and a multi-threaded reduction sums in another order (seen with OMP_NUM_THREADS=2)
+    env["OMP_NUM_THREADS"] = "1"
     env.update(extra or {})
     return env
 

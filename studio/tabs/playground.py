@@ -39,7 +39,8 @@ def predictor(state: StudioState, align: str | None, seg: str | None):
     from gaudi_engine.infer import Predictor
 
     if not align:
-        raise GaudiError("no Stage A checkpoint yet: train one in the Train tab (or pick one)")
+        raise GaudiError(_demo_line(state).replace("**", "")
+                         or "no Stage A checkpoint yet: train one in the Train tab (or pick one)")
     a = state.ws.resolve(align)
     s = state.ws.resolve(seg) if seg and seg != NONE else None
     for p in (a, s):
@@ -99,6 +100,17 @@ def samples() -> list[list]:
 NO_CHECKPOINT = "No Stage A checkpoint yet: train one in the Train tab (Stage A or Run all), then come back."
 
 
+def _demo_line(state: StudioState) -> str:
+    from ..demo_model import training_line
+
+    return training_line(state, "Segment works") or ""
+
+
+def no_checkpoint_hint(state: StudioState) -> str:
+    """What the Playground says while it cannot segment: the demo model's progress, if it is training."""
+    return _demo_line(state) or NO_CHECKPOINT
+
+
 def save_outputs(state: StudioState, img, result: dict) -> tuple[Path, Path]:
     """out.json and a zip of per-tag PNG masks under runs/_studio/playground/."""
     from PIL import Image
@@ -137,7 +149,7 @@ def build(state: StudioState) -> None:
             threshold = gr.Slider(0.05, 0.95, value=0.5, step=0.05, label="Threshold")
             # Segment waits for a checkpoint (picked, or trained while the studio is open)
             run = gr.Button("Segment", variant="primary", elem_id="pg-run", interactive=bool(aligns))
-            hint = gr.Markdown("" if aligns else NO_CHECKPOINT, elem_id="pg-hint")
+            hint = gr.Markdown("" if aligns else no_checkpoint_hint(state), elem_id="pg-hint")
             examples = samples()
             if examples:
                 gr.Examples(examples, inputs=[image, tags], label="Samples (SynthBooru, with their tags)",
@@ -184,7 +196,24 @@ def build(state: StudioState) -> None:
                 gr.update(choices=vocabulary(state))) + ready(a)
 
     def ready(a) -> tuple:
-        return gr.update(interactive=bool(a)), ("" if a else NO_CHECKPOINT)
+        return gr.update(interactive=bool(a)), ("" if a else no_checkpoint_hint(state))
 
     current_tab().select(on_show, [align, seg], [align, seg, tags, run, hint])
     align.input(ready, align, [run, hint])  # a checkpoint path typed in
+
+    seen = gr.State("")  # what the page last showed: the timer writes only when it changes
+
+    def follow(cur_a, cur_s, last):
+        """Every few seconds: a checkpoint that lands (the demo model's, or a Train-tab job's)
+        enables Segment, and the demo model's progress shows meanwhile."""
+        a_list, s_list = checkpoint_choices(state)
+        line = "" if (a_list and cur_a) else no_checkpoint_hint(state)
+        key = json.dumps([a_list, s_list, line])
+        if key == last:
+            return (gr.skip(),) * 4 + (last,)
+        a = cur_a if cur_a in a_list else (a_list[0] if a_list else None)
+        s = cur_s if cur_s in s_list and cur_s != NONE else (s_list[1] if len(s_list) > 1 else NONE)
+        return (gr.update(choices=a_list, value=a), gr.update(choices=s_list, value=s),
+                gr.update(interactive=bool(a)), "" if a else line, key)
+
+    gr.Timer(3.0).tick(follow, [align, seg, seen], [align, seg, run, hint, seen], show_progress="hidden")

@@ -43,6 +43,13 @@ def run_choices(state: StudioState) -> tuple[list[tuple[str, str]], str | None, 
     return choices, default, writing
 
 
+def no_run_line(state: StudioState) -> str:
+    from ..demo_model import training_line
+
+    return (training_line(state, "its pseudo-masks show here")
+            or "No pseudo-mask run yet: run *Pseudo-labels v1* in the Train tab.")
+
+
 def _index(state: StudioState, run: str):
     from gaudi_engine.pseudo.index import PseudoMaskIndex
 
@@ -181,7 +188,7 @@ def build(state: StudioState) -> None:
             line = writing.get(r) or next(iter(writing.values()))
             return [], [], -1, f"{line}; its masks show here when it ends (this page follows it).", gr.skip()
         if not r:
-            return [], [], -1, "No pseudo-mask run yet: run *Pseudo-labels v1* in the Train tab.", gr.skip()
+            return [], [], -1, no_run_line(state), gr.skip()
         df = filtered_rows(state, r, t, s, f, a, b)
         items, post_ids = gallery_for(state, df)
         text = summary_line(df, len(post_ids))
@@ -270,6 +277,8 @@ def build(state: StudioState) -> None:
                 return (gr.skip(),) * 4 + (on_filter(current, t, s, f, a, b)[3], gr.skip(), current)
             if (watched and watched not in writing) or (not current and default):
                 return (*on_refresh(current, t, s, f, a, b), "")
+            if not current and not default:  # nothing to show yet: the demo model's progress, if training
+                return (gr.skip(),) * 4 + (no_run_line(state),) + (gr.skip(),) * 2
         except Exception:  # a run deleted or half-written under us: the next tick looks again
             pass
         return (gr.skip(),) * 7

@@ -90,18 +90,20 @@ class RunNames:
 
 
 def pipeline_steps(which: str, k: dict, ws: Workspace | None = None) -> list[Step]:
-    """The CLI calls of one button. `k`: model, pretrained, image_size, epochs, batch_size, device.
+    """The CLI calls of one button. `k`: model, pretrained, image_size, epochs, batch_size, device
+    (and seg_epochs: Stage B's, when not `epochs`). "Demo model" is the job a demo studio starts by itself.
     With `ws`: new run names and the newest inputs as of now (`RunNames`)."""
     common = {"--manifest": MANIFEST, "--tag-desc": TAG_DESC}
     knobs = {"--model": k.get("model"), "--pretrained": k.get("pretrained"),
              "--image-size": k.get("image_size"), "--epochs": k.get("epochs"),
              "--batch-size": k.get("batch_size"), "--device": k.get("device")}
     run_knobs = {f: v for f, v in knobs.items() if f in ("--batch-size", "--device", "--image-size")}
-    seg_knobs = {**run_knobs, "--epochs": k.get("epochs")}
+    seg_knobs = {**run_knobs, "--epochs": k.get("seg_epochs") or k.get("epochs")}
     names = RunNames(ws)
     steps: list[Step] = []
     stages = {"Stage A": ["Stage A"], "Pseudo-labels v1": ["Pseudo-labels v1"], "Stage B": ["Stage B"],
               "Round 2": ["Pseudo-labels v2", "Stage B round 2"],
+              "Demo model": ["Stage A", "Pseudo-labels v1", "Stage B"],
               "Run all": ["Stage A", "Pseudo-labels v1", "Stage B", "Pseudo-labels v2", "Stage B round 2"]}[which]
     for stage in stages:
         if stage == "Stage A":

@@ -4,6 +4,7 @@ it). A tiny gaudi-tiny/64 px pipeline (Stage A -> pseudo-masks -> Stage B) is bu
 in the background, once per session, for the Pseudo-masks / Playground / API tests."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -103,16 +104,17 @@ def pipeline(studio_ws) -> Pipeline:
     return Pipeline(studio_ws)
 
 
-@pytest.fixture(scope="session")
-def studio(studio_ws, pipeline):
-    """(base URL, workspace) of a running studio; its log is saved to test-artifacts/."""
+@contextlib.contextmanager
+def running_studio(ws: Path, *args: str, log_name: str = "studio_server.log"):
+    """`launch.py --workspace WS --demo ARGS` on a free port; yields its base URL; its log is
+    saved to test-artifacts/LOG_NAME."""
     port = free_port()
     ARTIFACTS.mkdir(exist_ok=True)
-    log = open(ARTIFACTS / "studio_server.log", "w")
+    log = open(ARTIFACTS / log_name, "w")
     # a small upload limit, so the limit's test needs no huge file (every other upload is far smaller)
     env = gaudi_env({"GRADIO_ANALYTICS_ENABLED": "False", "GAUDI_MAX_UPLOAD_MB": str(UPLOAD_LIMIT_MB)})
-    proc = subprocess.Popen([sys.executable, str(REPO_ROOT / "launch.py"), "--workspace", str(studio_ws),
-                             "--demo", "--port", str(port)], cwd=REPO_ROOT, env=env, stdout=log,
+    proc = subprocess.Popen([sys.executable, str(REPO_ROOT / "launch.py"), "--workspace", str(ws),
+                             "--demo", "--port", str(port), *args], cwd=REPO_ROOT, env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}/"
     t0 = time.time()
@@ -123,15 +125,24 @@ def studio(studio_ws, pipeline):
         except OSError:
             if proc.poll() is not None or time.time() - t0 > 90:
                 proc.kill()
-                pytest.fail("the studio did not start: " + (ARTIFACTS / "studio_server.log").read_text()[-2000:])
+                pytest.fail("the studio did not start: " + (ARTIFACTS / log_name).read_text()[-2000:])
             time.sleep(0.5)
-    yield url, studio_ws
-    proc.terminate()
     try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def studio(studio_ws, pipeline):
+    """(base URL, workspace) of a running studio (its catalogue starts empty: no demo model job)."""
+    with running_studio(studio_ws) as url:
+        yield url, studio_ws
 
 
 @pytest.fixture(scope="session")
