@@ -16,7 +16,10 @@ from studio.tabs.train import MANIFEST, TAG_DESC, pipeline_steps
 
 def test_run_all_job_runs_every_stage_to_the_end(tmp_path):
     ws = Workspace(tmp_path / "ws").ensure()
-    src = synth.generate(tmp_path / "src", 48, seed=0, size=(64, 80))
+    # 24 scenes, batches of 8: Stage A still takes 36 steps (12 epochs x 3), enough for pseudolabels
+    # to accept masks (~88/135 in round 1), which Stage B needs; Stage B's 2 epochs (seg_epochs)
+    # are enough to write its checkpoints: what this test checks is that all five steps run
+    src = synth.generate(tmp_path / "src", 24, seed=0, size=(64, 80))
     cat = open_catalogue(ws.catalogue_path)  # held open, as the studio holds it
     assert not import_folder(ws, cat, tmp_path / "src" / "images")["errors"]
     import_json(cat, src["tag_descriptions"])
@@ -25,8 +28,8 @@ def test_run_all_job_runs_every_stage_to_the_end(tmp_path):
         export_manifest(ws, cat, ws.resolve(MANIFEST))
         export_json(cat, ws.resolve(TAG_DESC))
 
-    knobs = {"model": "gaudi-tiny", "pretrained": "", "image_size": 64, "epochs": 12, "batch_size": 16,
-             "device": "cpu"}
+    knobs = {"model": "gaudi-tiny", "pretrained": "", "image_size": 64, "epochs": 12, "seg_epochs": 2,
+             "batch_size": 8, "device": "cpu"}
     jobs = JobManager(ws)
     job = jobs.submit("Run all", pipeline_steps("Run all", knobs), prepare=prepare)
     job = jobs.wait(job.id, timeout=900)
