@@ -72,7 +72,9 @@ def test_no_key_reaches_the_catalogue_logs_configs_jobs_or_pages(tmp_path, monke
            "OPENAI_API_KEY": OPENAI_KEY, "OPENAI_BASE_URL": fake.base_url}
     said: list[str] = []
     try:
-        for argv in (["sync", "--rps", "0"], ["fetch-images", "--max-workers", "2"], ["sync-tags"], ["sync-wiki"],
+        # --rps 0: the fake booru needs no pacing (sync-wiki at the default 2 requests/s spent ~9 s)
+        for argv in (["sync", "--rps", "0"], ["fetch-images", "--max-workers", "2"], ["sync-tags", "--rps", "0"],
+                     ["sync-wiki", "--rps", "0"],
                      ["descriptions", "suggest", "--provider", "openai", "--tags", "sky", "grass"],
                      ["descriptions", "export", "--out", "data/tag_descriptions.json"], ["export-manifest"]):
             rc, out, err = run_gaudi_cmd("--workspace", ws, *argv, env=env, timeout=180)
