@@ -8,6 +8,8 @@
 - `run_gaudi`   `run_gaudi(*args, env=None, timeout=120, input=None) -> (rc, stdout, stderr)`: runs
                 `python -m gaudi_engine ARGS` as a subprocess from the repository root, with a clean
                 environment (no real Danbooru/OpenAI credentials leak in); `env` adds/overrides.
+
+`run_gaudi_many(*argvs)` runs several independent `gaudi` calls two at a time (see there).
 """
 from __future__ import annotations
 
@@ -44,6 +46,20 @@ def run_gaudi_cmd(*args: str, env: dict[str, str] | None = None, timeout: float 
                           capture_output=True, text=True, timeout=timeout, input=input,
                           env=gaudi_env(env), cwd=cwd or REPO_ROOT)
     return proc.returncode, proc.stdout, proc.stderr
+
+
+def run_gaudi_many(*argvs, env: dict[str, str] | None = None, timeout: float = 120,
+                   workers: int = 2) -> list[tuple[int, str, str]]:
+    """`run_gaudi_cmd(*argv)` for each argv, `workers` at a time; the results in argv order.
+
+    For a test's INDEPENDENT calls only (none reads what another writes). Each call is still its own
+    `python -m gaudi_engine` process, checked as before; most of one's time is single-threaded
+    start-up (importing torch), so two at a time keep both of a 2-core machine's cores busy."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(run_gaudi_cmd, *argv, env=env, timeout=timeout) for argv in argvs]
+        return [f.result() for f in futures]
 
 
 def gaudi_popen(*args: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.Popen:

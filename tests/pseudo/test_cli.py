@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from gaudi_engine import rle
+from tests.conftest import run_gaudi_many
 
 
 @pytest.fixture(scope="module")
@@ -36,28 +37,31 @@ def _one_line_error(rc, err, *words):
         assert w in lines[0], lines[0]
 
 
-def test_bad_checkpoints_and_manifest(setup, run_gaudi, tmp_path):
+def test_bad_checkpoints_and_manifest(setup, tmp_path):
     root, info = setup
-    base = ["pseudolabels", "--manifest", info["manifest"], "--tag-desc", info["tag_descriptions"], "--out", tmp_path / "o"]
-    rc, _, err = run_gaudi("--workspace", tmp_path, *base, "--align-ckpt", root / "missing.pt")
-    _one_line_error(rc, err, "--align-ckpt", "not found")
-    rc, _, err = run_gaudi("--workspace", tmp_path, *base, "--align-ckpt", root / "corrupt.pt")
-    _one_line_error(rc, err, "corrupt")
-    rc, _, err = run_gaudi("--workspace", tmp_path, *base, "--align-ckpt", root / "align.pt", "--reject-quantile", "1.5")
-    _one_line_error(rc, err, "--reject-quantile")
-    rc, _, err = run_gaudi("--workspace", tmp_path, *base, "--align-ckpt", root / "align.pt", "--fine-zoom", "0.5")
-    _one_line_error(rc, err, "--fine-zoom")
     empty = tmp_path / "empty.csv"
     empty.write_text("post_id,image_path,tags,md5,rating,width,height\n")
-    rc, _, err = run_gaudi("--workspace", tmp_path, "pseudolabels", "--manifest", empty, "--align-ckpt",
-                           root / "align.pt", "--out", tmp_path / "o")
-    _one_line_error(rc, err, "no rows")
-    rc, _, err = run_gaudi("--workspace", tmp_path, "infer", "--image", root / "data/images/000000.png", "--tags", "sky",
-                           "--segmenter-ckpt", root / "align.pt")
-    _one_line_error(rc, err, "not a segmenter")
-    rc, _, err = run_gaudi("--workspace", tmp_path, "train-segmenter", "--manifest", info["manifest"], "--out",
-                           tmp_path / "s", "--pseudomasks", tmp_path / "nowhere", "--init-from", root / "align.pt")
-    _one_line_error(rc, err, "index")
+
+    def pseudo(i: int, *args):  # each call its own --out: the calls run side by side
+        return ["--workspace", tmp_path, "pseudolabels", "--manifest", info["manifest"], "--tag-desc",
+                info["tag_descriptions"], "--out", tmp_path / f"o{i}", *args]
+
+    # seven independent bad calls, two at a time (each is still its own `gaudi` process)
+    results = run_gaudi_many(
+        pseudo(1, "--align-ckpt", root / "missing.pt"),
+        pseudo(2, "--align-ckpt", root / "corrupt.pt"),
+        pseudo(3, "--align-ckpt", root / "align.pt", "--reject-quantile", "1.5"),
+        pseudo(4, "--align-ckpt", root / "align.pt", "--fine-zoom", "0.5"),
+        ["--workspace", tmp_path, "pseudolabels", "--manifest", empty, "--align-ckpt", root / "align.pt",
+         "--out", tmp_path / "o5"],
+        ["--workspace", tmp_path, "infer", "--image", root / "data/images/000000.png", "--tags", "sky",
+         "--segmenter-ckpt", root / "align.pt"],
+        ["--workspace", tmp_path, "train-segmenter", "--manifest", info["manifest"], "--out", tmp_path / "s",
+         "--pseudomasks", tmp_path / "nowhere", "--init-from", root / "align.pt"])
+    expected = [("--align-ckpt", "not found"), ("corrupt",), ("--reject-quantile",), ("--fine-zoom",),
+                ("no rows",), ("not a segmenter",), ("index",)]
+    for (rc, _, err), words in zip(results, expected):
+        _one_line_error(rc, err, *words)
 
 
 def test_corrupt_image_skipped_and_unknown_tag(setup, run_gaudi, tmp_path):
