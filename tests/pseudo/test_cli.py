@@ -90,14 +90,18 @@ def test_corrupt_image_skipped_and_unknown_tag(setup, run_gaudi, tmp_path):
     assert pd.read_parquet(tmp_path / "pm" / "index.parquet").equals(idx)
 
 
-def test_infer_batch_json_and_masks(setup, run_gaudi, tmp_path):
+def test_infer_batch_json_and_masks(setup, tmp_path):
     root, info = setup
     imgs = tmp_path / "imgs"
     shutil.copytree(root / "data" / "images", imgs)
     (imgs / "000003.png").write_bytes(b"garbage")
     (imgs / "000004.txt").unlink()  # no sidecar and no --tags: skipped with a warning
-    rc, out, err = run_gaudi("--workspace", tmp_path, "infer", "--images", imgs, "--out-dir", tmp_path / "D",
-                             "--masks-dir", tmp_path / "M", "--align-ckpt", root / "align.pt", "--threshold", "0.05")
+    # batch mode and single mode (below) side by side: neither reads what the other writes
+    (rc, out, err), single = run_gaudi_many(
+        ["--workspace", tmp_path, "infer", "--images", imgs, "--out-dir", tmp_path / "D", "--masks-dir",
+         tmp_path / "M", "--align-ckpt", root / "align.pt", "--threshold", "0.05"],
+        ["--workspace", tmp_path, "infer", "--image", imgs / "000000.png", "--tags", "sky unknown_tag", "--out",
+         tmp_path / "one.json", "--viz", tmp_path / "one.png", "--align-ckpt", root / "align.pt"])
     assert rc == 0, err
     assert "4 images done, 2 skipped" in out and err.count("warning:") >= 2
     for name in ("000000", "000001", "000002", "000005"):
@@ -116,15 +120,14 @@ def test_infer_batch_json_and_masks(setup, run_gaudi, tmp_path):
             np.testing.assert_array_equal(png > 127, m)
         assert Image.open(tmp_path / "D" / f"{name}.png").size == (w, h)
     # single mode with an undescribed tag: a warning, still a mask
-    rc, out, err = run_gaudi("--workspace", tmp_path, "infer", "--image", imgs / "000000.png", "--tags", "sky unknown_tag",
-                             "--out", tmp_path / "one.json", "--viz", tmp_path / "one.png", "--align-ckpt", root / "align.pt")
+    rc, out, err = single
     assert rc == 0, err
     assert "unknown_tag" in err and "warning" in err
     res = json.loads((tmp_path / "one.json").read_text())
     assert [t["tag"] for t in res["tags"]] == ["sky", "unknown_tag"]
 
 
-def test_config_file_and_set_reach_the_run_and_its_workers(setup, run_gaudi, tmp_path):
+def test_config_file_and_set_reach_the_run_and_its_workers(setup, tmp_path):
     """`--config FILE` then the shorthand flags then `--set`; the run's config.json holds the whole
     effective config, shard workers read it from there (they get no flag of it), and a bad key is
     one clear line."""
@@ -133,8 +136,12 @@ def test_config_file_and_set_reach_the_run_and_its_workers(setup, run_gaudi, tmp
             info["tag_descriptions"], "--align-ckpt", root / "align.pt"]
     knobs = tmp_path / "knobs.json"
     knobs.write_text(json.dumps({"cam": {"mode": "all"}, "validators": {"reject_quantile": 0.3}, "aff_iters": 2}))
-    rc, _, err = run_gaudi(*base, "--out", tmp_path / "w", "--workers", "2", "--config", knobs, "--no-affinity",
-                           "--set", "validators.reject_quantile=0.2", "--set", "stuff_span=0.8")
+    # the run and two bad calls (their own --out each) side by side: none reads what another writes
+    (rc, _, err), bad_key, bad_value = run_gaudi_many(
+        [*base, "--out", tmp_path / "w", "--workers", "2", "--config", knobs, "--no-affinity",
+         "--set", "validators.reject_quantile=0.2", "--set", "stuff_span=0.8"],
+        [*base, "--out", tmp_path / "o1", "--set", "validators.nope=1"],
+        [*base, "--out", tmp_path / "o2", "--set", "aff_iters=many"], workers=3)
     assert rc == 0, err
     run = json.loads((tmp_path / "w" / "config.json").read_text())
     from gaudi_engine.pseudo.config import PseudoConfig, load_config
@@ -145,7 +152,5 @@ def test_config_file_and_set_reach_the_run_and_its_workers(setup, run_gaudi, tmp
     assert run["round"] == 1 and "parts" in run  # written last by a worker, from the file it read
     assert load_config(tmp_path / "w" / "config.json") == expected  # the run can be redone from it
     assert (tmp_path / "w" / "parts" / "shard-0-of-2.jsonl").exists() and (tmp_path / "w" / "structure.json").exists()
-    rc, _, err = run_gaudi(*base, "--out", tmp_path / "o", "--set", "validators.nope=1")
-    _one_line_error(rc, err, "validators.nope", "unknown setting")
-    rc, _, err = run_gaudi(*base, "--out", tmp_path / "o", "--set", "aff_iters=many")
-    _one_line_error(rc, err, "aff_iters")
+    _one_line_error(bad_key[0], bad_key[2], "validators.nope", "unknown setting")
+    _one_line_error(bad_value[0], bad_value[2], "aff_iters")
