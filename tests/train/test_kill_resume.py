@@ -4,6 +4,8 @@ uninterrupted run, its metrics log holds every step once, and no temp file is le
 killed before its first checkpoint starts again without --resume."""
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
+
 import pytest
 import torch
 
@@ -63,6 +65,20 @@ def _assert_resumed(run, prog, stage: str, saved: dict, steps_per_epoch: int, lo
     assert leftover_temp_files(run) == []
 
 
+def _in_background(train, *args, **kwargs) -> Future:
+    """Start the uninterrupted reference run (`train(*args, **kwargs)`, in this process, one torch
+    thread as the `gaudi` subprocesses) in a thread, so that it trains on the second core while the
+    test kills and resumes its subprocess; `.result()` waits for it (and raises its error)."""
+    def run():
+        torch.set_num_threads(1)
+        return train(*args, **kwargs)
+
+    pool = ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(run)
+    pool.shutdown(wait=False)
+    return future
+
+
 def _assert_same_weights(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
     for k, v in a.items():
@@ -76,15 +92,16 @@ def test_train_align_sigkill_then_resume(data, tmp_path):
             info["tag_descriptions"], "--out", run, "--model", "gaudi-tiny", "--image-size", "64",
             "--epochs", EPOCHS, "--batch-size", "16", "--log-every", "1", "--device", "cpu", "--threads", "1",
             "--save-minutes", "0.00001"]  # last.pt after every step: the kill lands inside an epoch
+    straight = _in_background(train_align, info["manifest"], info["tag_descriptions"], tmp_path / "straight",
+                              model_name="gaudi-tiny", image_size=64, epochs=EPOCHS, batch_size=16, device="cpu",
+                              log_every=1)
     rc, out, err, saved = _kill_then_resume(
         args, ["--workspace", tmp_path, "--progress-jsonl", prog, "train-align", "--out", run, "--resume",
                "--device", "cpu", "--threads", "1", "--log-every", "1"], run, tmp_path, inside_epoch=True)
     assert rc == 0, err
     assert f"train-align: {EPOCHS} epochs, {EPOCHS * 3} steps" in out, out
     _assert_resumed(run, prog, "train-align", saved, steps_per_epoch=3, log_every=1)
-    torch.set_num_threads(1)
-    train_align(info["manifest"], info["tag_descriptions"], tmp_path / "straight", model_name="gaudi-tiny",
-                image_size=64, epochs=EPOCHS, batch_size=16, device="cpu", log_every=1)
+    straight.result()
     assert load_align(run / "checkpoints" / "model.pt").vocab == sorted(synth.SYNTH_TAGS)  # it loads
     _assert_same_weights(load_checkpoint(tmp_path / "straight" / "checkpoints" / "model.pt")["state_dict"],
                          load_checkpoint(run / "checkpoints" / "model.pt")["state_dict"])
@@ -102,14 +119,14 @@ def test_train_segmenter_sigkill_then_resume(data, tmp_path):
     run, prog, gt = tmp_path / "runs" / "s", tmp_path / "resume_progress.jsonl", root / "data" / "gt"
     common = ["train-segmenter", "--manifest", info["manifest"], "--tag-desc", info["tag_descriptions"],
               "--gt-masks", gt, "--init-from", align, "--out", run, "--device", "cpu"]
+    straight = _in_background(train_segmenter, info["manifest"], info["tag_descriptions"], None,
+                              tmp_path / "straight", EPOCHS, init_from=align, gt_masks=gt, batch_size=16, device="cpu")
     rc, out, err, saved = _kill_then_resume(
         ["--workspace", tmp_path, *common, "--epochs", EPOCHS, "--batch-size", "16"],
         ["--workspace", tmp_path, "--progress-jsonl", prog, *common, "--resume"], run, tmp_path, inside_epoch=False)
     assert rc == 0, err
     _assert_resumed(run, prog, "train-segmenter", saved, steps_per_epoch=3, log_every=10)
-    torch.set_num_threads(1)
-    train_segmenter(info["manifest"], info["tag_descriptions"], None, tmp_path / "straight", EPOCHS,
-                    init_from=align, gt_masks=gt, batch_size=16, device="cpu")
+    straight.result()
     load_segmenter(run / "checkpoints" / "model.pt")  # the final checkpoint loads
     _assert_same_weights(load_checkpoint(tmp_path / "straight" / "checkpoints" / "model.pt")["state_dict"],
                          load_checkpoint(run / "checkpoints" / "model.pt")["state_dict"])
