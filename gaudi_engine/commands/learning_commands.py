@@ -99,6 +99,18 @@ def _pseudo_config(args, ws):
     return check_config(apply_settings(apply_settings(cfg, shorthands), args.set or []))
 
 
+POSTS_PER_WORKER = 150  # below this a worker's start-up (model load) costs more than it saves
+MAX_AUTO_WORKERS = 4
+
+
+def auto_workers(n_posts: int, device: str) -> int:
+    """Worker processes for a CPU run: one per core (a process per core labels faster than one
+    process's threads; BENCHMARKS.md), but only when each gets enough posts."""
+    if device != "cpu":
+        return 1
+    return max(1, min(os.cpu_count() or 1, MAX_AUTO_WORKERS, n_posts // POSTS_PER_WORKER))
+
+
 def cmd_pseudolabels(args) -> int:
     from ..child_process import dies_with_this_process
     from ..cli import workspace_of
@@ -126,10 +138,17 @@ def cmd_pseudolabels(args) -> int:
     settings = {**command_settings(args), "pseudo": cfg.to_dict()}
     out = output_folder(ws, args.out, PSEUDO_V2 if seg else PSEUDO_V1)
     prepare_labelling_out(ws, out, inputs, settings, overwrite=args.overwrite and shard[1] == 1)
-    if args.workers and args.workers > 1:
+    expected = {"posts": min(n_posts, args.limit) if args.limit and shard[1] == 1 else n_posts}
+    workers = args.workers if args.workers is not None else auto_workers(n_posts, args.device)
+    if workers > 1:
         # each worker is a sub-shard of this shard (contiguous chunks nest exactly) and reads the
-        # run's settings from its config.json, written here first
+        # run's settings from its config.json, written here first. The run-level measurements
+        # (structure, validator floors) are made here once, with the calibration posts written,
+        # so no worker repeats them
         config_file = write_run_config(out, cfg, manifest, align, seg)
+        with recorded_run(out, "pseudolabels", inputs, settings, resume=True, shard=shard, expected=expected):
+            run_pseudolabels(manifest, tag_desc, align, out, segmenter_ckpt=seg, shard=shard,
+                             device=_device(args.device), config=cfg, calibration_only=True)
         i, n = shard
         base = ["--workspace", str(ws.root), "pseudolabels", "--manifest", str(manifest),
                 "--align-ckpt", str(align), "--out", str(out), "--device", args.device,
@@ -137,19 +156,19 @@ def cmd_pseudolabels(args) -> int:
         base += ["--tag-desc", str(tag_desc)] if tag_desc else []
         base += ["--segmenter-ckpt", str(seg)] if seg else []
         base += ["--progress-jsonl", args.progress_jsonl] if getattr(args, "progress_jsonl", None) else []
+        base += ["--workers", "1"]
         procs = []
-        for j in range(args.workers):
-            sub = base + ["--shard", f"{i * args.workers + j}/{n * args.workers}"]
+        for j in range(workers):
+            sub = base + ["--shard", f"{i * workers + j}/{n * workers}"]
             env = dict(os.environ, OMP_NUM_THREADS="1")
             procs.append(subprocess.Popen([sys.executable, "-m", "gaudi_engine", *sub], env=env,
                                           preexec_fn=dies_with_this_process()))  # a kill -9 ends them too
         codes = [p.wait() for p in procs]
         if any(codes):
-            raise GaudiError(f"{sum(1 for c in codes if c)} of {args.workers} workers failed; rerun to resume")
+            raise GaudiError(f"{sum(1 for c in codes if c)} of {workers} workers failed; rerun to resume")
         rows = merge_index(out)
-        print(f"pseudolabels: {args.workers} workers done; index.parquet has {rows} rows ({ws.rel(out)})")
+        print(f"pseudolabels: {workers} workers done; index.parquet has {rows} rows ({ws.rel(out)})")
         return 0
-    expected = {"posts": min(n_posts, args.limit) if args.limit and shard[1] == 1 else n_posts}
     # a rerun goes on labelling the same run (resume=True: it keeps an input left out this time)
     with recorded_run(out, "pseudolabels", inputs, settings, resume=True, shard=shard, expected=expected):
         summary = run_pseudolabels(manifest, tag_desc, align, out, segmenter_ckpt=seg, shard=shard,
@@ -270,7 +289,9 @@ def register(add_command) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run in --out when it was made from other inputs or settings")
     p.add_argument("--shard", help="I/N: do only the I-th of N contiguous parts of the posts")
-    p.add_argument("--workers", type=int, default=1, help="run this many shard processes here")
+    p.add_argument("--workers", type=int, default=None,
+                   help="run this many shard processes here, one CPU thread each (default on CPU: one per "
+                        f"{POSTS_PER_WORKER} posts, at most one per core and {MAX_AUTO_WORKERS}; 1 on a GPU)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, auto (default cpu)")
     p.add_argument("--config", metavar="FILE",
                    help="the pseudo-labeller's settings: a JSON of PseudoConfig fields (nested objects for "

@@ -66,8 +66,11 @@ def write_run_config(out: Path, cfg: PseudoConfig, manifest, align_ckpt, segment
 
 def run_pseudolabels(manifest, tag_desc, align_ckpt, out, segmenter_ckpt=None, shard: str | tuple | None = None,
                      device: str = "cpu", config: PseudoConfig | None = None, limit: int | None = None,
-                     image_cache: str | None = None) -> dict:
-    """Pseudo-label every (post, tag) of the manifest (this shard's part). Returns a summary."""
+                     image_cache: str | None = None, calibration_only: bool = False) -> dict:
+    """Pseudo-label every (post, tag) of the manifest (this shard's part). Returns a summary.
+    `calibration_only`: measure the run's structure and floors and write only the calibration
+    posts of this shard (already labelled while calibrating), so that worker processes started
+    next read them instead of each measuring them again (`gaudi pseudolabels --workers`)."""
     from ..models.checkpoint import load_align
     from ..train.data import load_tag_descriptions, read_manifest
 
@@ -118,6 +121,9 @@ def run_pseudolabels(manifest, tag_desc, align_ckpt, out, segmenter_ckpt=None, s
         labeler.floors = shared_json(out / "calibration.json", floors)
     write_run_config(out, cfg, manifest, align_ckpt, segmenter_ckpt, round_, structure, labeler.ubiquitous)
     part = out / "parts" / f"shard-{shard_t[0]}-of-{shard_t[1]}.jsonl"
+    if calibration_only:  # the posts labelled while calibrating; the workers do the rest
+        todo = [r for r in todo if r["post_id"] in calibrated]
+        part = out / "parts" / f"calibration-{shard_t[0]}-of-{shard_t[1]}.jsonl"
     n_masks = n_acc = skipped = 0
     with Progress("pseudolabels", total=len(todo), unit="post") as bar, open_part(part) as fh:
         for rec in todo:

@@ -87,7 +87,9 @@ def test_pseudolabels_workers_end_with_a_killed_command_and_the_rerun_completes(
     args = ["--workspace", tmp_path, "pseudolabels", "--manifest", info["manifest"], "--tag-desc",
             info["tag_descriptions"], "--align-ckpt", root / "align.pt", "--out", run,
             "--set", f"validators.calib_sample={CALIB}"]
-    killed = sigkill_when([*args, "--workers", "2"], lambda: sum(map(count_lines, run.glob("parts/*.jsonl"))) >= 2,
+    # the command labels the calibration posts itself (parts/calibration-*), then starts the
+    # workers: kill once they have written posts of their own
+    killed = sigkill_when([*args, "--workers", "2"], lambda: sum(map(count_lines, run.glob("parts/shard-*.jsonl"))) >= 2,
                           log=tmp_path / "killed.log")
     assert len(killed.children) == 2
     assert_ended(killed.children)
