@@ -25,7 +25,7 @@ class DemoSchedule:
     works from its checkpoint alone), so it is kept short enough to land within a few minutes on
     2 cores at the demo's size; pseudo-labels and Stage B then improve the masks behind it."""
     model: str = "gaudi-lite0"
-    align_epochs: int = 3
+    align_epochs: int = 8
     seg_epochs: int = 4
     image_size: int | None = None   # None: the model's own input size
     batch_size: int | None = None   # None: each command's default
