@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import signal
 import sys
 
 DEMO_WORKSPACE = "demo_workspace"
@@ -110,7 +111,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"launch.py: error: {exc}", file=sys.stderr)
         return 2
     print(f"GaUDI Studio on http://{args.host}:{args.port} (workspace {ws.root})", flush=True)
-    launch(state, host=args.host, port=args.port, auth=auth)
+    # a job's `gaudi` step runs in its own session: end it with the studio (Ctrl-C or SIGTERM),
+    # or a demo model would go on training with nobody to show it to
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        launch(state, host=args.host, port=args.port, auth=auth)
+    finally:
+        state.jobs.shutdown()
     return 0
 
 

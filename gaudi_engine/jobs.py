@@ -160,6 +160,18 @@ class JobManager:
             threading.Thread(target=_stop_process, args=(proc,), daemon=True).start()
         return True
 
+    def shutdown(self) -> None:
+        """Stop the running step's process (its own session: a Ctrl-C of the studio does not reach
+        it) when the studio ends; the job is then found `interrupted` by the next studio."""
+        with self._lock:
+            proc, job = self._proc, self.running()
+            if job is not None:
+                self._cancel_requested.add(job.id)  # recorded as cancelled, not failed
+        if proc is not None:
+            _stop_process(proc)
+            if job is not None:
+                self._worker.join(5)  # let the worker record it
+
     def jobs(self) -> list[Job]:
         with self._lock:
             return sorted(self._jobs.values(), key=lambda j: j.created, reverse=True)
